@@ -93,20 +93,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _child(node: Any, key: str, text: str, create: bool) -> Any:
+    if isinstance(node, list):
+        if not key.isdigit() or int(key) >= len(node):
+            raise ConfigError(f"override {text!r}: no list item {key!r}", file="<command line>")
+        return node[int(key)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {text!r}: {key!r} is inside a value that is not a mapping or list", file="<command line>")
+    if create and node.get(key) is None:
+        node[key] = {}
+    return node[key]
+
+
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
-    """`a.b.c=value` sets data['a']['b']['c'] (value parsed as YAML, e.g. `[1, 2]`, `0.1`, `null`)."""
+    """`a.b.c=value` sets data['a']['b']['c']; numeric parts index lists (`data.0.size=100`).
+    The value is parsed as YAML (`[1, 2]`, `0.1`, `null`)."""
     data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
         node = data
         for key in keys[:-1]:
-            child = node.get(key) if isinstance(node, dict) else None
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {key!r} is not a mapping", file="<command line>", key=".".join(keys))
-            node = child
-        node[keys[-1]] = value
+            node = _child(node, key, text, create=True)
+        if isinstance(node, list):
+            _child(node, keys[-1], text, create=False)
+            node[int(keys[-1])] = value
+        elif isinstance(node, dict):
+            node[keys[-1]] = value
+        else:
+            raise ConfigError(f"override {text!r}: parent of {keys[-1]!r} is not a mapping", file="<command line>")
     return data
 
 
