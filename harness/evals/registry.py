@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 BENCHMARKS: dict[str, Callable[["EvalContext"], list[dict]]] = {}
+# modules that register benchmarks, imported by load_all() (their imports are heavy, so lazily)
+MODULES = ["harness.evals.openllm", "harness.evals.alpaca_eval", "harness.evals.arena_hard", "harness.evals.mt_bench"]
 
 
 def benchmark(name: str):
@@ -19,6 +21,14 @@ def benchmark(name: str):
         BENCHMARKS[name] = fn
         return fn
     return register
+
+
+def load_all() -> dict[str, Callable[["EvalContext"], list[dict]]]:
+    import importlib
+
+    for module in MODULES:
+        importlib.import_module(module)
+    return BENCHMARKS
 
 
 @dataclass
@@ -39,9 +49,10 @@ class EvalContext:
         return load_model(ModelSpec(path=str(self.model_dir)), for_training=False)
 
 
-def metric(benchmark_name: str, name: str, value: float, stderr: float | None = None, n: int | None = None,
+def metric(benchmark_name: str, name: str, value: float | None, stderr: float | None = None, n: int | None = None,
            failures: int = 0) -> dict:
-    return {"benchmark": benchmark_name, "metric": name, "value": float(value),
+    """One metrics.json row. `value` is None when nothing could be scored (e.g. every judgment failed)."""
+    return {"benchmark": benchmark_name, "metric": name, "value": None if value is None else float(value),
             "stderr": None if stderr is None else float(stderr), "n": n, "failures": failures}
 
 
