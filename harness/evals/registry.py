@@ -27,7 +27,11 @@ def load_all() -> dict[str, Callable[["EvalContext"], list[dict]]]:
     import importlib
 
     for module in MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a listed benchmark not written yet; others' errors surface
+            if err.name != module:
+                raise
     return BENCHMARKS
 
 
