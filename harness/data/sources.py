@@ -199,3 +199,24 @@ def fingerprint(rows: list[dict]) -> str:
     for row in rows:
         digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
     return digest.hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def specs_fingerprint(specs, base: str | None = None) -> str:
+    """Fingerprint of data specs without loading rows: toy specs by value, local files by content,
+    hub ids by id and split. Feeds stage keys at plan time."""
+    parts = []
+    for spec in specs:
+        entry = spec.model_dump(mode="json")
+        path = Path(spec.source).expanduser()
+        if not spec.source.startswith("toy:") and path.is_file():
+            entry["content"] = _file_digest(path)
+        parts.append(entry)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -14,9 +14,10 @@ def _binomial_se(p: float, n: int) -> float:
 
 
 def toy_eval(model, tokenizer, n: int = 300, seed: int = 0, max_new_tokens: int = 24, batch_size: int = 100,
-             progress: bool = False) -> tuple[list[dict], list[dict]]:
-    """Return (metric rows, per-prompt records). Metric rows: benchmark, metric, value, stderr, n."""
-    rows = build_toy("eval", n, seed)
+             progress: bool = False, dataset: str = "eval") -> tuple[list[dict], list[dict]]:
+    """Return (metric rows, per-prompt records). Metric rows: benchmark, metric, value, stderr, n.
+    `dataset` is a held-out toy set: `eval` (all tasks) or `eval_<task>`."""
+    rows = build_toy(dataset, n, seed)
     answers = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
                        batch_size=batch_size, progress=progress, desc="toy eval")
     records, by_task = [], defaultdict(list)

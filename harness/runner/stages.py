@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -87,6 +88,8 @@ def train_stage(kind: str, config_path: str, overrides: list[str], output_dir: s
     if kind not in STAGE_CONFIGS:
         _import_stage_runners()
     cfg = load_config(STAGE_CONFIGS[kind], config_path, overrides)
+    if getattr(cfg, "threads", 1) is None and os.environ.get("HARNESS_THREADS"):
+        cfg.threads = int(os.environ["HARNESS_THREADS"])  # the runner's share of CPU for this worker
     out = Path(output_dir or cfg.output_dir or default_output_dir(kind, cfg))
     if stagedir.is_done(out):
         return out, json.loads((out / "manifest.json").read_text())
