@@ -30,6 +30,74 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from harness.evals.suite import run_suite
+
+    generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    rows = run_suite(args.model_dir, args.suite, judge=args.judge, limit=args.limit, data_dir=args.data_dir,
+                     toy_questions=True if args.toy_questions else None, generation=generation,
+                     progress=not args.no_progress)
+    for row in rows:
+        value = "n/a" if row["value"] is None else f"{row['value']:.4g}"
+        stderr = "" if row["stderr"] is None else f" ± {row['stderr']:.2g}"
+        print(f"{row['benchmark']:<12} {row['metric']:<28} {value}{stderr}  (n={row['n']}, failures={row['failures']})")
+    if args.json:
+        print(json.dumps({"model_dir": args.model_dir, "metrics": rows}))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from harness.evals.scorers import run_scorer
+
+    text, result = run_scorer(args)
+    print(text)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from harness.grid.expand import describe, load_plan
+
+    plan = load_plan(args.grid, args.overrides)
+    print(describe(plan))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.grid.expand import load_plan
+    from harness.runner.study import run_grid
+
+    plan = load_plan(args.grid, args.overrides)
+    summary = run_grid(plan, args.overrides, workers=args.workers, storage_url=args.storage, rerun=args.rerun,
+                       launcher=args.launcher)
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if summary["states"].get("complete", 0) == summary["points"] else 1
+
+
+def cmd_worker(args) -> int:
+    from harness.grid.expand import load_plan
+    from harness.runner.runner import Layout, open_storage, work
+    from harness.runner.study import launch_settings
+    from pathlib import Path
+
+    plan = load_plan(args.grid, args.overrides)
+    layout = Layout(Path(plan.grid.results_dir))
+    settings = launch_settings(plan, args.workers or plan.grid.execution.workers, worker_index=args.index)
+    work(plan, layout, open_storage(args.storage, layout, plan.study), settings, plan.grid.execution.retries,
+         args.rerun, echo=lambda m: print(f"[worker {args.index}] {m}", flush=True))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from harness.grid.expand import load_plan
+    from harness.runner.study import status_lines
+
+    print("\n".join(status_lines(load_plan(args.grid, args.overrides), args.storage)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="SFT -> DPO/sDPO -> online-DPO ablation harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +114,65 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     bench.add_argument("--quick", action="store_true", help="smaller sizes (for smoke tests)")
     bench.set_defaults(func=cmd_bench)
+
+    plan = sub.add_parser("plan", help="expand and validate a grid; print its stage graph")
+    plan.add_argument("grid", help="ablation grid YAML")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides of the grid file")
+    plan.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser("run", help="train and evaluate every grid point (resumable)")
+    run.add_argument("grid")
+    run.add_argument("overrides", nargs="*")
+    run.add_argument("--workers", type=int, help="parallel workers on this machine (default: execution.workers)")
+    run.add_argument("--storage", help="Optuna storage: a journal file path or an RDB URL (postgresql://...)")
+    run.add_argument("--rerun", action="append", default=[], metavar="STAGE_KIND", help="retrain stages of this kind")
+    run.add_argument("--launcher", choices=["local", "slurm"], help="where stages run (default: execution.launcher)")
+    run.add_argument("--json", action="store_true", help="last stdout line is a JSON summary")
+    run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("grid")
+    worker.add_argument("overrides", nargs="*")
+    worker.add_argument("--index", type=int, default=0)
+    worker.add_argument("--workers", type=int)
+    worker.add_argument("--storage")
+    worker.add_argument("--rerun", action="append", default=[])
+    worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser("status", help="each trial's state and stages")
+    status.add_argument("grid")
+    status.add_argument("overrides", nargs="*")
+    status.add_argument("--storage")
+    status.set_defaults(func=cmd_status)
+
+    score = sub.add_parser("score", help="score judge outputs given in a benchmark's official format")
+    which = score.add_subparsers(dest="benchmark", required=True)
+    alpaca = which.add_parser("alpaca-eval", help="win rate, SE and LC win rate of an annotations file")
+    alpaca.add_argument("path", metavar="ANNOTATIONS.json")
+    alpaca.add_argument("--lc-data", help="alpaca_eval's df_gamed.csv, or a folder with it (default: "
+                        "$HARNESS_ALPACA_LC_DATA, else ../shared/data/alpaca_eval/lc/df_gamed_reconstructed.csv)")
+    arena = which.add_parser("arena-hard", help="Arena-Hard v0.1 leaderboard with 95%% CIs")
+    arena.add_argument("path", metavar="BENCH_DIR", help="holds model_answer/ and model_judgment/JUDGE/")
+    arena.add_argument("--judge-model", required=True)
+    arena.add_argument("--baseline", default="gpt-4-0314")
+    arena.add_argument("--num-rounds", type=int, default=100, help="bootstrap rounds")
+    mt = which.add_parser("mt-bench", help="per-model turn-1, turn-2 and overall means")
+    mt.add_argument("path", metavar="JUDGMENT.jsonl")
+    for scorer in (alpaca, arena, mt):
+        scorer.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    score.set_defaults(func=cmd_score)
+    evaluate = sub.add_parser("eval", help="generate, judge and score benchmarks for one model (MODEL_DIR/eval/)")
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory or a stage directory holding model/")
+    evaluate.add_argument("--suite", default="toy", help="comma-separated: openllm,alpaca-eval,arena-hard,mt-bench,toy")
+    evaluate.add_argument("--judge", help="JUDGE.yaml, or a judge name (verifier, openai, ...); default: openai")
+    evaluate.add_argument("--limit", type=int, help="at most N prompts/questions per benchmark")
+    evaluate.add_argument("--data-dir", help="local benchmark data (default: $HARNESS_SHARED_DATA or ../shared/data)")
+    evaluate.add_argument("--toy-questions", action="store_true",
+                          help="toy question sets for alpaca-eval/arena-hard/mt-bench (implied by --judge verifier)")
+    evaluate.add_argument("--max-new-tokens", type=int, help="answer length cap (default: 1024; 32 on toy questions)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.add_argument("--json", action="store_true", help="last stdout line is one JSON object with the metrics")
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 
