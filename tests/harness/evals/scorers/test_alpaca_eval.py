@@ -76,13 +76,15 @@ def test_lc_finds_instruction_difficulty_by_instruction_not_row_position(leaderb
     assert subset["n_total"] == 300 and 0 < subset["length_controlled_winrate"] < 100
 
 
-def test_missing_lc_data_gives_none_with_reason(tmp_path):
+def test_missing_lc_data_gives_none_with_reason(tmp_path, monkeypatch):
     rows = annotations_of("gemma-7b-it")
-    ours = score_annotations(rows, lc_data_path=tmp_path)
+    monkeypatch.setenv("HARNESS_ALPACA_LC_DATA", str(tmp_path / "df_gamed.csv"))
+    ours = score_annotations(rows)
     assert ours["length_controlled_winrate"] is None and ours["lc_standard_error"] is None
-    assert "df_gamed" in ours["lc_note"]
+    assert str(tmp_path) in ours["lc_note"]
+    assert "df_gamed" in score_annotations(rows, lc_data_path=tmp_path)["lc_note"]
     assert ours["win_rate"] == pytest.approx(100 * sum(r["preference"] - 1 for r in rows) / len(rows))
-    no_text = score_annotations([{"preference": p["preference"]} for p in rows])
+    no_text = score_annotations([{"preference": p["preference"]} for p in rows], lc_data_path=ALPACA / "lc")
     assert no_text["length_controlled_winrate"] is None and "output_1" in no_text["lc_note"]
 
 
