@@ -48,7 +48,7 @@ class PairRMJudge(ScoreJudge):
         if not runs:
             return scores
         ranked = self.blender.rank([prompts[a] for a, _ in runs], [list(responses[a:b]) for a, b in runs],
-                                   return_scores=True, batch_size=self.cfg.batch_size, disable_tqdm=not self.progress)
+                                   return_scores=True, batch_size=self.cfg.batch_size)
         for (a, b), group in zip(runs, ranked):
             scores[a:b] = [float(s) for s in group]
         return scores
