@@ -36,7 +36,7 @@ def cmd_eval(args) -> int:
     generation = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     rows = run_suite(args.model_dir, args.suite, judge=args.judge, limit=args.limit, data_dir=args.data_dir,
                      toy_questions=True if args.toy_questions else None, generation=generation,
-                     progress=not args.no_progress, threads=args.threads)
+                     progress=not args.no_progress, threads=args.threads, out_dir=args.out)
     for row in rows:
         value = "n/a" if row["value"] is None else f"{row['value']:.4g}"
         stderr = "" if row["stderr"] is None else f" ± {row['stderr']:.2g}"
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--toy-questions", action="store_true",
                           help="toy question sets for alpaca-eval/arena-hard/mt-bench (implied by --judge verifier)")
     evaluate.add_argument("--max-new-tokens", type=int, help="answer length cap (default: 1024; 32 on toy questions)")
+    evaluate.add_argument("--out", help="output directory (default: MODEL_DIR/eval)")
     evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.add_argument("--json", action="store_true", help="last stdout line is one JSON object with the metrics")

@@ -50,6 +50,7 @@ def test_cli_eval_writes_official_layouts_and_metrics(stage_dir, shared_data):
     assert all(set(r) == ROW_KEYS for r in rows)
     assert {r["benchmark"] for r in rows} == {"toy", "alpaca-eval", "arena-hard", "mt-bench", "openllm"}
     ev = stage_dir / "eval"
+    assert (ev / "DONE").exists() and json.loads((ev / "manifest.json").read_text())["kind"] == "eval"
     for path in ["alpaca-eval/model_outputs.json", "alpaca-eval/weighted_alpaca_eval_verifier/annotations.json",
                  "arena-hard/question.jsonl", "arena-hard/model_answer/stage.jsonl",
                  "arena-hard/model_answer/toy_reference.jsonl", "arena-hard/model_judgment/verifier/stage.jsonl",
@@ -108,9 +109,11 @@ def test_api_key_is_sent_but_never_written(stage_dir, tmp_path):
     with JudgeServer(responder=toy_verdicts, require_key=key) as server:
         judge_yaml.write_text(f"type: openai\nname: keyed\nbase_url: {server.base_url}\napi_key_env: HARNESS_TEST_JUDGE_KEY\n"
                               "backoff_s: 0.01\n")
-        out = cli(str(stage_dir), "--suite", JUDGED, "--judge", str(judge_yaml), "--toy-questions", "--limit", "3",
+        out = cli(str(stage_dir / "model"), "--suite", JUDGED, "--judge", str(judge_yaml), "--toy-questions",
+                  "--limit", "3", "--out", str(tmp_path / "eval-stage"),
                   env={"HARNESS_TEST_JUDGE_KEY": key, "HARNESS_CACHE": str(tmp_path / "cache")})
     assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "eval-stage" / "DONE").exists() and (tmp_path / "eval-stage" / "metrics.json").exists()
     assert server.auth_headers and set(server.auth_headers) == {f"Bearer {key}"}
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "metrics.json" for p in written) and any(p.suffix == ".sqlite" for p in written)
