@@ -14,7 +14,7 @@ from judge_server import JudgeServer, toy_verdicts
 
 from harness.cli import main
 from harness.config.eval import JudgeConfig
-from harness.evals import answer_cache
+from harness.evals import alpaca_eval, answer_cache
 from harness.evals.suite import run_suite
 
 JUDGED = "alpaca-eval,arena-hard,mt-bench"
@@ -80,6 +80,26 @@ def test_rerun_neither_regenerates_nor_rejudges(stage_dir, monkeypatch):
     assert len(server.requests) == calls
     assert [r["value"] for r in again] == [r["value"] for r in first]
     assert all(r["failures"] == 0 for r in first)
+
+
+def test_real_question_sets_through_an_http_judge(stage_dir, shared_data):
+    torch.set_num_threads(1)
+    with JudgeServer() as server:
+        rows = run_suite(stage_dir, JUDGED, judge=http_judge(server), limit=2, data_dir=shared_data,
+                         generation={"max_new_tokens": 8}, progress=False)
+    assert len(server.requests) == 2 + 4 + 4
+    values = {(r["benchmark"], r["metric"]): r for r in rows}
+    instructions = [r["instruction"] for r in json.loads((stage_dir / "eval/alpaca-eval/model_outputs.json").read_text())]
+    # the judge always gives the second output shown P = 0.8; alpaca_eval's seeded order decides which one that is
+    expected = sum(20.0 if alpaca_eval.is_switched(i) else 80.0 for i in instructions) / 2
+    assert values[("alpaca-eval", "win_rate")]["value"] == pytest.approx(expected)
+    assert values[("mt-bench", "score")]["value"] == 7.0 and values[("arena-hard", "score")]["n"] == 2
+    ev = stage_dir / "eval"
+    baseline = (ev / "arena-hard/model_answer/gpt-4-0314.jsonl").read_text().splitlines()
+    assert len(baseline) == 2 and json.loads(baseline[0])["model"] == "gpt-4-0314"
+    annotations = json.loads((ev / "alpaca-eval/weighted_alpaca_eval_http-judge/annotations.json").read_text())
+    assert annotations[0]["generator_1"] == "gpt4_1106_preview" and annotations[0]["raw_completion"]["logprobs"]
+    assert (ev / "mt-bench/reference_answer/gpt-4.jsonl").exists()
 
 
 def test_judge_faults_are_counted_and_a_resume_pays_only_for_them(stage_dir):
