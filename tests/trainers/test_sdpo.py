@@ -188,6 +188,8 @@ def test_stage_curves_carry_gamma_ref_per_step(two_step_run):
     assert gamma == pytest.approx({1: result.per_step[0]["mean_gamma_ref"], 2: result.per_step[1]["mean_gamma_ref"]})
     losses = [r["step"] for r in rows if r["name"] == "loss"]
     assert max(losses) == 8  # step 2's loss rows shifted past step 1's 4 optimizer steps
+    lr = {r["step"]: r["value"] for r in rows if r["name"] == "learning_rate"}
+    assert [lr[2], lr[4]] == [lr[6], lr[8]] and lr[2] > lr[4]  # the schedule restarts each step
 
 
 def test_finished_steps_are_not_retrained(two_step_run, sft_model_dir):
