@@ -98,6 +98,50 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_ingest(args) -> int:
+    from harness.store.ingest import ingest_all
+
+    counts = ingest_all(args.results, args.studies, storage_url=args.storage, db_path=args.db, force=args.force)
+    for study, c in counts.items():
+        print(f"{study}: {c['trials']} trials, {c['stages']} stages, {c['metrics']} metric rows, {c['train_curves']} "
+              f"curve points, {c['manifests']} manifests ({c['ingested']} trials loaded, {c['unchanged']} unchanged)")
+    if args.json:
+        print(json.dumps(counts))
+    return 0
+
+
+def cmd_query(args) -> int:
+    from harness.store.query import query
+
+    print(query(args.sql, db_path=args.db, fmt=args.format, parquet_dir=args.parquet_dir, results_dir=args.results,
+                parquet=args.parquet))
+    return 0
+
+
+def cmd_table(args) -> int:
+    from harness.report.tables import make_table
+    from harness.runner.stagedir import atomic_write_text
+
+    text = make_table(args.spec, args.preset, args.format, args.study, args.db, args.results, args.parquet)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(args.out)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from harness.report.plots import make_plot
+
+    paths = make_plot(args.preset, args.study, args.db, args.results, args.out_dir, args.parquet,
+                      note=lambda message: print(f"harness: note: {message}", file=sys.stderr))
+    if not paths:
+        raise ConfigError("no plot preset found data to draw in the results store", key="--preset")
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="SFT -> DPO/sDPO -> online-DPO ablation harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,7 +219,49 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.add_argument("--json", action="store_true", help="last stdout line is one JSON object with the metrics")
     evaluate.set_defaults(func=cmd_eval)
+    add_store_commands(sub)
     return parser
+
+
+def add_store_commands(sub) -> None:
+    """ingest, query, table, plot: the results store and what is made from it."""
+    def store_options(p, parquet_help="read the Parquet snapshot instead of the DuckDB file"):
+        p.add_argument("--results", default="results", help="results directory (default: results)")
+        p.add_argument("--db", help="DuckDB file (default: RESULTS/harness.duckdb)")
+        p.add_argument("--parquet", action="store_true", help=parquet_help)
+
+    ingest = sub.add_parser("ingest", help="load studies' trials and finished stages into RESULTS/harness.duckdb")
+    ingest.add_argument("studies", nargs="*", metavar="STUDY", help="study names (default: every RESULTS/*/optuna.journal)")
+    ingest.add_argument("--results", default="results", help="results directory (default: results)")
+    ingest.add_argument("--db", help="DuckDB file (default: RESULTS/harness.duckdb)")
+    ingest.add_argument("--storage", help="Optuna storage: a journal file or an RDB URL (default: RESULTS/STUDY/optuna.journal)")
+    ingest.add_argument("--force", action="store_true", help="reload trials even when unchanged")
+    ingest.add_argument("--json", action="store_true", help="last stdout line is one JSON object with the counts")
+    ingest.set_defaults(func=cmd_ingest)
+
+    query = sub.add_parser("query", help="read-only SQL over the results store")
+    query.add_argument("sql", metavar="SQL")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    store_options(query, "query the Parquet snapshot (automatic when another process holds the DuckDB file)")
+    query.add_argument("--parquet-dir", help="Parquet snapshot folder (default: next to the DuckDB file, parquet/)")
+    query.set_defaults(func=cmd_query)
+
+    table = sub.add_parser("table", help="a paper-style table from a spec YAML or a preset")
+    table.add_argument("spec", nargs="?", metavar="SPEC.yaml")
+    table.add_argument("--preset", help="lion_sft_packing, lion_dpo, lion_online_dpo, sdpo_table2, toy_demo")
+    table.add_argument("--format", choices=["md", "latex", "csv"], help="default: the spec's format, else md")
+    table.add_argument("--study", help="study to report (default: the spec's, else the best-fitting latest one)")
+    table.add_argument("--out", help="write the table to this file instead of stdout")
+    store_options(table)
+    table.set_defaults(func=cmd_table)
+
+    plot = sub.add_parser("plot", help="figures as PNG and PDF in RESULTS/plots/")
+    plot.add_argument("--preset", required=True, help="scaling_data_size, scaling_steps, online_samples, dpo_margin, "
+                      "sdpo_gamma, loss_curves, or all")
+    plot.add_argument("--study", help="study to plot (default: the latest one with the data)")
+    plot.add_argument("--out-dir", help="default: RESULTS/plots")
+    store_options(plot)
+    plot.set_defaults(func=cmd_plot)
 
 
 def main(argv: list[str] | None = None) -> int:
