@@ -32,8 +32,10 @@ def model_weights_hash(ctx) -> str:
 
 def generation_settings(ctx, **defaults) -> GenerationConfig:
     """The run's settings (ctx.options["generation"]), with a benchmark's defaults for unset fields."""
+    from harness.config.loader import validate
+
     given = ctx.options.get("generation") or {}
-    return GenerationConfig(**{**defaults, **given})
+    return validate(GenerationConfig, {**defaults, **given}, file="<generation settings>")
 
 
 def generate_answers(ctx, conversations: list[list[dict]], settings: GenerationConfig, desc: str = "generate") -> list[str]:

@@ -13,7 +13,8 @@ import logging
 import time
 from pathlib import Path
 
-from harness.config.loader import ConfigError
+from harness.config.eval import GenerationConfig
+from harness.config.loader import ConfigError, validate
 from harness.evals.registry import EvalContext, load_all
 from harness.runner import stagedir
 
@@ -65,6 +66,7 @@ def run_suite(model_dir: str | Path, suite, *, judge=None, limit: int | None = N
     names = parse_suite(suite)
     if limit is not None and limit < 1:
         raise ConfigError("must be a positive number", file="--limit")
+    validate(GenerationConfig, generation or {}, file="<generation settings>")  # before anything is written
     resolve_model_path(str(model_dir))  # fails early, with a one-line error, on a bad model dir
     out_dir = Path(out_dir) if out_dir is not None else Path(model_dir) / "eval"
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
