@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from trainers.chain import (frozen, link_dir, load_causal_lm, publish_model, read_link, result_fields,
                             write_link, write_stage_curves)
+from trainers.dpo import train_dpo
 from trainers.sampling import sample_policy
 
 ScoreFn = Callable[[list[str], list[str]], list[float | None]]
@@ -184,8 +185,6 @@ def _prompts_per_round(cfg) -> int:
 def _train_round(r: int, prompts: list[str], policy_dir: Path, reference_dir: Path, reference_key: str, tokenizer,
                  cfg, round_dir: Path, *, score_fn, weights_hash, load_model, offline_pairs, ref_cache_dir,
                  callbacks) -> dict:
-    from trainers.dpo import train_dpo
-
     started = time.time()
     round_dir.mkdir(parents=True, exist_ok=True)
     policy = load_model(policy_dir)

@@ -15,6 +15,7 @@ Pairs are dicts {prompt, chosen, rejected, source}; `source` names the dataset a
 """
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections import Counter
@@ -24,6 +25,9 @@ from typing import Callable, Sequence
 
 from trainers.chain import (frozen, link_dir, load_causal_lm, publish_model, read_link, result_fields,
                             write_link, write_stage_curves)
+from trainers.dpo import train_dpo
+from trainers.packing import tokenize_pairs
+from trainers.ref_cache import compute_reference_logps
 
 SPLITS = ("natural", "easy_to_hard", "random", "stratified", "explicit")
 
@@ -154,6 +158,9 @@ def composition(chunk: Sequence[dict]) -> dict[str, int]:
 # pairs and measures, per source, how often the implicit reward β·log π_probe/π_sft prefers
 # chosen. `logprob` is the free alternative: how often the SFT model itself gives chosen the
 # higher log-likelihood (γ_ref > 0). Either way: higher accuracy = easier = earlier step.
+# Accuracy is measured on a seeded sample of at most MEASURE_PER_SOURCE pairs per source.
+
+MEASURE_PER_SOURCE = 512
 
 def easy_to_hard_order(accuracy: dict[str, float]) -> list[str]:
     """Sources from easiest (highest reward accuracy) to hardest; ties by name."""
@@ -162,9 +169,6 @@ def easy_to_hard_order(accuracy: dict[str, float]) -> list[str]:
 
 def sequence_logps(model, tokenizer, pairs: Sequence[dict], max_length: int) -> tuple[list[float], list[float], list[int]]:
     """Summed completion log-probs of chosen and rejected, and the indices of the pairs kept."""
-    from trainers.packing import tokenize_pairs
-    from trainers.ref_cache import compute_reference_logps
-
     rows, kept = tokenize_pairs(tokenizer, list(pairs), max_length)
     chosen, rejected = compute_reference_logps(model, rows, tokenizer.pad_token_id, max_length)
     return chosen, rejected, kept
@@ -187,37 +191,33 @@ def difficulty_by_source(sft_model_dir: Path, tokenizer, pairs: Sequence[dict], 
                          method: str, probe_steps: int, weights_hash: Callable, load_model: Callable,
                          ref_cache_dir: Path | None) -> dict:
     """Reward accuracy of each source under `method` (probe | logprob); cached in `probe_dir`."""
-    import json
-
     record = read_link(probe_dir)
     if record is not None:
         return record
+    rng = random.Random(cfg.seed)
+    measured = [p for rows in by_source(pairs).values() for p in rng.sample(rows, min(len(rows), MEASURE_PER_SOURCE))]
     sft = frozen(load_model(sft_model_dir))
-    ref_c, ref_r, kept = sequence_logps(sft, tokenizer, pairs, cfg.max_length)
-    kept_pairs = [pairs[i] for i in kept]
+    ref_c, ref_r, kept = sequence_logps(sft, tokenizer, measured, cfg.max_length)
+    measured = [measured[i] for i in kept]
     if method == "logprob":
-        accuracy = reward_accuracy_by_source(kept_pairs, ref_c, ref_r)
+        accuracy = reward_accuracy_by_source(measured, ref_c, ref_r)
     elif method == "probe":
-        from trainers.dpo import train_dpo
-
         probe = load_model(sft_model_dir)
         train_dpo(probe, tokenizer, list(pairs), _with(cfg, max_steps=probe_steps, save_every=None), probe_dir,
                   reference_model=sft, reference_key=weights_hash(sft_model_dir), ref_cache_dir=ref_cache_dir)
-        chosen, rejected, _ = sequence_logps(probe, tokenizer, kept_pairs, cfg.max_length)
-        accuracy = reward_accuracy_by_source(kept_pairs, chosen, rejected, ref_c, ref_r)
+        chosen, rejected, _ = sequence_logps(probe, tokenizer, measured, cfg.max_length)
+        accuracy = reward_accuracy_by_source(measured, chosen, rejected, ref_c, ref_r)
     else:
         raise ValueError(f"unknown difficulty method {method!r} (probe, logprob)")
     record = {"method": method, "probe_steps": probe_steps if method == "probe" else 0, "reward_accuracy": accuracy,
-              "order": easy_to_hard_order(accuracy)}
+              "measured_pairs": len(measured), "order": easy_to_hard_order(accuracy)}
     probe_dir.mkdir(parents=True, exist_ok=True)
-    write_link(probe_dir, json.loads(json.dumps(record)))
+    write_link(probe_dir, record)
     return record
 
 
 def _with(cfg, **changes):
     """A copy of a config object with some settings changed (pydantic or plain)."""
-    import copy
-
     out = copy.copy(cfg)
     for name, value in changes.items():
         setattr(out, name, value)
@@ -297,8 +297,6 @@ def train_sdpo(sft_model_dir: str | Path, tokenizer, pairs: Sequence[dict], cfg,
 def _train_step(t: int, chunk: list[dict], reference_dir: Path, reference_key: str, sft_model_dir: Path, tokenizer,
                 cfg, step_dir: Path, *, weights_hash, load_model, ref_cache_dir, callbacks) -> dict:
     """One sDPO step: DPO on `chunk` against the previous step's model; returns the step record."""
-    from trainers.dpo import train_dpo
-
     started = time.time()
     target_dir = sft_model_dir if cfg.target_init == "sft" else reference_dir
     target = load_model(target_dir)
