@@ -73,7 +73,8 @@ def sample_vllm(model_dir: str | Path, prompts: Sequence[str], *, n: int, temper
     with tempfile.TemporaryDirectory(prefix="vllm-sample-") as tmp:
         src, dst = Path(tmp) / "request.json", Path(tmp) / "result.json"
         src.write_text(json.dumps(request))
-        proc = subprocess.run([python or sys.executable, str(Path(__file__).resolve()), str(src), str(dst)],
+        # -I: the script's folder (trainers/) must not shadow the child's imports
+        proc = subprocess.run([python or sys.executable, "-I", str(Path(__file__).resolve()), str(src), str(dst)],
                               capture_output=True, text=True)
         if proc.returncode != 0 or not dst.exists():
             tail = " ".join(proc.stderr.split()[-60:])
