@@ -256,8 +256,8 @@ def test_harness_train_sdpo_writes_a_stage_directory(sft_model_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "sdpo" and manifest["steps"] == 6
     steps = manifest["sdpo_steps"]
-    assert sorted(manifest["difficulty"]["order"]) == ["add", "reverse"]
-    assert [s["sources"] for s in steps] == [{n: {"reverse": 32, "add": 48}[n]} for n in manifest["difficulty"]["order"]]
+    assert sorted(manifest["difficulty"]["order"]) == ["lookup", "sort"]
+    assert [s["sources"] for s in steps] == [{n: {"sort": 32, "lookup": 48}[n]} for n in manifest["difficulty"]["order"]]
     assert steps[1]["reference_key"] == steps[0]["model_hash"]
     assert len(manifest["mean_gamma_ref"]) == 2
     curves = pd.read_parquet(out / "curves.parquet")
@@ -267,7 +267,7 @@ def test_harness_train_sdpo_writes_a_stage_directory(sft_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("explicit=[reverse, nope]", "unknown or repeated sources"),
+    ("explicit=[sort, nope]", "unknown or repeated sources"),
     ("split=random", "needs `steps`"),
     ("reference.path=toy", "sets its references itself"),
 ])
