@@ -14,7 +14,7 @@ import importlib
 from pathlib import Path
 
 JUDGES: dict[str, type] = {}
-MODULES = ("openai", "local", "reward_model", "verifier")
+MODULES = ("openai", "local", "reward_model", "verifier", "pairrm")
 
 
 def judge(name: str):
