@@ -32,6 +32,7 @@ class DataSpec(Strict):
     seed: int = 0
     weight: PositiveFloat = 1.0  # mixture weight (relative), used when several sources are given
     name: str | None = None  # label for the source (sDPO natural splits); defaults to `source`
+    columns: dict[str, str] = {}  # rename columns to the harness schema, e.g. {question: prompt}
 
     @property
     def label(self) -> str:

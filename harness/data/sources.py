@@ -59,10 +59,32 @@ def _text_fields(row: dict, names: tuple[str, ...]) -> str | None:
     return None
 
 
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _from_sharegpt(turns: Any) -> Any:
+    """ShareGPT `conversations` ([{from: human|gpt|system, value}]) as chat messages."""
+    if not isinstance(turns, list):
+        return turns
+    return [{"role": SHAREGPT_ROLES.get(t.get("from"), t.get("from")), "content": t.get("value")}
+            if isinstance(t, dict) else t for t in turns]
+
+
+def _last_assistant(value: Any) -> Any:
+    """Pairs stored as message lists (e.g. UltraFeedback binarized): the final assistant turn."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return value[-1].get("content")
+    return value
+
+
 def normalize_row(row: Any, kind: Kind) -> tuple[dict | None, str | None]:
     """Return (row in the canonical schema, None) or (None, 'key: reason')."""
     if not isinstance(row, dict):
         return None, f"expected a JSON object, got {type(row).__name__}"
+    if kind == "sft" and "messages" not in row and "conversations" in row:
+        row = {**row, "messages": _from_sharegpt(row["conversations"])}
+    if kind == "pref":
+        row = {**row, "chosen": _last_assistant(row.get("chosen")), "rejected": _last_assistant(row.get("rejected"))}
     if kind == "sft":
         if "messages" in row:
             problem = _check_messages(row["messages"])
@@ -138,6 +160,8 @@ def read_raw(source: str, split: str = "train", size: int | None = None, seed: i
             return [(None, r) for r in build_toy(source[4:], size, seed)]
         except KeyError as err:
             raise ConfigError(err.args[0], file=source) from None
+        except ValueError as err:
+            raise ConfigError(str(err), file=source, key="size") from None
     path = Path(source).expanduser()
     if path.suffix in (".jsonl", ".json", ".parquet") or path.exists():
         return _read_local(path)
@@ -151,6 +175,8 @@ def load_rows(spec, kind: Kind, on_bad_rows: Literal["error", "skip"] = "error")
     report.rows_read = len(raw)
     rows = []
     for index, (line, row) in enumerate(raw):
+        if spec.columns and isinstance(row, dict):
+            row = {spec.columns.get(k, k): v for k, v in row.items()}
         clean, problem = normalize_row(row, kind)
         if problem:
             key, _, reason = problem.partition(": ") if ": " in problem else ("", "", problem)

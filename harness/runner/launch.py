@@ -93,7 +93,10 @@ def launch(kind: str, config: dict, out: Path, settings: LaunchSettings, eval_cf
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "input.yaml"
     stagedir.atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-    cmd = full_command(stage_command(kind, config_path, out, eval_cfg), settings)
+    args = stage_command(kind, config_path, out, eval_cfg)
+    if kind == "eval" and settings.threads:
+        args += ["--threads", str(settings.threads)]
+    cmd = full_command(args, settings)
     log = out / "log"
     start = time.time()
     if settings.launcher == "slurm":

@@ -42,18 +42,33 @@ class Layout:
 
 def open_storage(url: str | None, layout: Layout, study: str):
     if url and "://" in url:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        # HARNESS_HEARTBEAT="INTERVAL,GRACE" seconds (default 10,30): a worker that stops beating for GRACE
+        # seconds (killed, preempted, its machine gone) has its trial failed by Optuna's stale-trial check.
+        interval, grace = (int(s) for s in os.environ.get("HARNESS_HEARTBEAT", "10,30").split(","))
+        return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
     path = Path(url) if url else layout.journal(study)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
+class LedgerGridSampler(optuna.samplers.GridSampler):
+    """GridSampler that tolerates enqueued retries: Optuna's `after_trial` assumes every trial
+    carries a grid id, which enqueued (fixed-parameter) trials do not."""
+
+    def after_trial(self, study, trial, state, values):
+        if "grid_id" in study._storage.get_trial_system_attrs(trial._trial_id):
+            super().after_trial(study, trial, state, values)
+
+
 def grid_sampler(n_points: int) -> optuna.samplers.GridSampler:
     # Same seed on every worker: otherwise workers draw the same points in different orders.
-    return optuna.samplers.GridSampler({"point": list(range(n_points))}, seed=0)
+    return LedgerGridSampler({"point": list(range(n_points))}, seed=0)
 
 
 def load_study(plan: Plan, storage) -> optuna.Study:
+    if plan.grid.search is not None:  # search beyond grids: its sampler, pruner and direction
+        from harness.grid.search import load_search_study
+        return load_search_study(plan, storage)
     return optuna.create_study(study_name=plan.study, storage=storage, sampler=grid_sampler(len(plan.points)),
                                direction="maximize", load_if_exists=True)
 
@@ -173,17 +188,24 @@ class Worker:
             # GridSampler hands out a started point again once all are started; never run it twice.
             trial.set_user_attr("duplicate", True)
             raise optuna.TrialPruned(f"point {point.index} is already taken by another trial")
+        return self.run_point(trial, point)
+
+    def run_point(self, trial: optuna.Trial, point) -> float:
+        """Run a point's stage chain as this trial; returns the objective."""
         trial.set_user_attr("owner", _owner())
         trial.set_user_attr("axes", point.axes)
         trial.set_user_attr("started_at", _now())
         records = [self._record(self.plan.stages[k], "pending") for k in self.plan.chains[point.index]]
         trial.set_user_attr("stages", records)
         try:
-            for record in records:
+            for i, record in enumerate(records):
                 record["status"] = "running"
+                record["started"] = time.time()
                 trial.set_user_attr("stages", records)
                 record["seconds"] = self.run_stage(self.plan.stages[record["stage_key"]])
+                record["ended"] = time.time()
                 record["status"] = "complete"
+                self.after_stage(trial, records, i)
         except StageFailed as err:
             record["status"] = "failed"
             trial.set_user_attr("stages", records)
@@ -198,6 +220,9 @@ class Worker:
                   + " ".join(f"{k}={v}" for k, v in point.axes.items()))
         return value
 
+    def after_stage(self, trial: optuna.Trial, records: list[dict], index: int) -> None:
+        """Hook after each finished stage: a search reports intermediate evals here and may prune."""
+
     def _record(self, node: StageNode, status: str) -> dict:
         return {"kind": node.kind, "name": node.name, "stage_key": node.key,
                 "path": str(self.layout.stage_dir(node).resolve()), "status": status, "seconds": None}
@@ -207,6 +232,7 @@ class Worker:
         if not evals:
             return 0.0
         rows = json.loads((Path(evals[-1]["path"]) / "metrics.json").read_text())
+        rows = [r for r in rows if r.get("value") is not None]  # a benchmark whose judgments all failed
         for row in rows:
             if self.objective_name in (None, f"{row['benchmark']}.{row['metric']}"):
                 return float(row["value"])
@@ -215,6 +241,9 @@ class Worker:
 
 def work(plan: Plan, layout: Layout, storage, settings: LaunchSettings, retries: int, rerun=(), echo=print) -> None:
     """A worker's loop: take trials until none remain, re-enqueuing failures within the retry budget."""
+    if plan.grid.search is not None:  # search beyond grids: sampled points, n_trials of them
+        from harness.grid.search import work_search
+        return work_search(plan, layout, storage, settings, retries, rerun, echo)
     study = load_study(plan, storage)
     worker = Worker(plan, layout, settings, set(rerun), echo=echo)
     n = len(plan.points)

@@ -42,7 +42,13 @@ def _ingest(layout: Layout, plan: Plan, storage_url: str | None, echo) -> None:
         from harness.store.ingest import ingest
     except ImportError:
         return
-    counts = ingest(layout.results, plan.study, storage_url=storage_url)
+    from harness.store.schema import StoreError
+
+    try:
+        counts = ingest(layout.results, plan.study, storage_url=storage_url)
+    except StoreError as err:  # e.g. a long `harness query` holds the file: ingest again later
+        echo(f"ingest skipped: {err}")
+        return
     echo(f"ingested into {layout.results / 'harness.duckdb'}: {counts}")
 
 
@@ -81,6 +87,9 @@ def run_grid(plan: Plan, overrides=(), workers: int | None = None, storage_url: 
 
 
 def summarize(study: optuna.Study, plan: Plan) -> dict:
+    if plan.grid.search is not None:  # search beyond grids: trials, not grid points
+        from harness.grid.search import search_summary
+        return search_summary(study, plan)
     states: dict[str, int] = {}
     per_point: dict[int, str] = {}
     for t in study.get_trials(deepcopy=False):
@@ -100,6 +109,9 @@ def summarize(study: optuna.Study, plan: Plan) -> dict:
 
 def status_lines(plan: Plan, storage_url: str | None = None) -> list[str]:
     layout = Layout(Path(plan.grid.results_dir))
+    if plan.grid.search is not None:  # search beyond grids: one line per sampled trial
+        from harness.grid.search import search_status_lines
+        return search_status_lines(plan, open_storage(storage_url, layout, plan.study), layout)
     study = load_study(plan, open_storage(storage_url, layout, plan.study))
     by_point = {}
     for t in study.get_trials(deepcopy=False):

@@ -16,6 +16,7 @@ Builder = Callable[[int, int], list[dict]]
 TOY_DATASETS: dict[str, tuple[Builder, int]] = {}  # name -> (builder, default size)
 
 ALL_TASKS = sorted(TASKS)
+MAX_TOY_ROWS = 100_000  # generators are unbounded; a larger size is an input error, not a long wait
 
 
 def toy_dataset(name: str, default_size: int):
@@ -29,6 +30,8 @@ def build_toy(name: str, size: int | None = None, seed: int = 0) -> list[dict]:
     if name not in TOY_DATASETS:
         raise KeyError(f"unknown toy dataset {name!r} (known: {', '.join(sorted(TOY_DATASETS))})")
     builder, default = TOY_DATASETS[name]
+    if size is not None and size > MAX_TOY_ROWS:
+        raise ValueError(f"size {size} is larger than the {MAX_TOY_ROWS} rows toy datasets provide")
     return builder(size or default, seed)
 
 

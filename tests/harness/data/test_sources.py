@@ -69,3 +69,13 @@ def test_preference_rows_schema(tmp_path):
     path = _jsonl(tmp_path, [json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})])
     rows, _ = load_rows(DataSpec(source=path, name="mine"), "pref")
     assert rows == [{"prompt": "p", "chosen": "a", "rejected": "b", "source": "mine"}]
+
+
+def test_hub_style_formats_sharegpt_message_pairs_and_renamed_columns(tmp_path):
+    share = _jsonl(tmp_path, [json.dumps({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]})], "s.jsonl")
+    rows, _ = load_rows(DataSpec(source=share), "sft")
+    assert rows[0]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    pairs = _jsonl(tmp_path, [json.dumps({"question": "q", "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                          "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]})], "p.jsonl")
+    rows, _ = load_rows(DataSpec(source=pairs, columns={"question": "prompt"}), "pref")
+    assert (rows[0]["prompt"], rows[0]["chosen"], rows[0]["rejected"]) == ("q", "a", "b")
