@@ -1,7 +1,9 @@
 """Pydantic schemas of the preference stages (DPO; sDPO and online DPO build on it).
 
 Defaults are LIONs' (arXiv 2407.06542) DPO settings: lr 5e-7, batch 128 through gradient
-accumulation, max_length 2048. Every setting LION ablates is a key a grid can vary: `beta`,
+accumulation, max_length 2048; β 0.05, 2 epochs, linear schedule with 10% warmup as in their released
+config (LionAlignment configs/gemma-2b/dpo/LION-Gemma-2b-dpo-v1.0.yaml). Every setting LION ablates
+is a key a grid can vary: `beta`,
 `max_length`, `data[i].size`/`seed` (a seeded subset), `data[i].weight` (mixture),
 `max_steps`/`epochs`, and `reference` (the reference model).
 """
@@ -31,12 +33,14 @@ class PreferenceLoss(LoopSpec):
     """Loss settings shared by every DPO-family stage (TRL 1.16 semantics, see trainers/losses.py)."""
 
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    beta: PositiveFloat = 0.1
+    beta: PositiveFloat = 0.05
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # conservative DPO; sigmoid only
     rpo_alpha: float | None = Field(None, ge=0.0)  # weight of an NLL term on chosen (TRL's rpo_alpha)
     max_length: PositiveInt = 2048
     lr: PositiveFloat = 5e-7
     batch_size: PositiveInt = 128
+    epochs: PositiveFloat = 2.0
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
 
     @model_validator(mode="after")
     def _smoothing_needs_sigmoid(self):
