@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
                        launcher=args.launcher)
     if args.json:
         print(json.dumps(summary))
-    return 0 if summary["states"].get("complete", 0) == summary["points"] else 1
+    return 0 if summary.get("ok", summary["states"].get("complete", 0) == summary["points"]) else 1
 
 
 def cmd_worker(args) -> int:
@@ -142,6 +142,21 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_effects(args) -> int:
+    from harness.report.effects_report import make_effects
+    from harness.runner.stagedir import atomic_write_text
+
+    text = make_effects(args.grid, args.study, args.benchmark, args.format, [tuple(p) for p in args.interaction],
+                        args.stage, args.db, args.results, args.parquet, not args.no_importance, args.n_boot, args.seed,
+                        metrics=args.metric or None)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(args.out)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="SFT -> DPO/sDPO -> online-DPO ablation harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("name", choices=["packing", "dpo", "runner", "all"])
+    bench.add_argument("name", choices=["packing", "dpo", "runner", "search", "all"])
     bench.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     bench.add_argument("--quick", action="store_true", help="smaller sizes (for smoke tests)")
     bench.set_defaults(func=cmd_bench)
@@ -220,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="last stdout line is one JSON object with the metrics")
     evaluate.set_defaults(func=cmd_eval)
     add_store_commands(sub)
+    add_effects_command(sub)
     return parser
 
 
@@ -262,6 +278,26 @@ def add_store_commands(sub) -> None:
     plot.add_argument("--out-dir", help="default: RESULTS/plots")
     store_options(plot)
     plot.set_defaults(func=cmd_plot)
+
+
+def add_effects_command(sub) -> None:
+    effects = sub.add_parser("effects", help="which choices matter: paired effects with CIs, noise, cost, importance")
+    effects.add_argument("grid", nargs="?", metavar="GRID.yaml", help="the grid file (its study, results dir, levels)")
+    effects.add_argument("--study", help="study name (default: the grid's, else the latest)")
+    effects.add_argument("--benchmark", help="only this benchmark's metrics")
+    effects.add_argument("--metric", action="append", metavar="BENCHMARK/METRIC", help="only these metrics (repeatable)")
+    effects.add_argument("--format", choices=["md", "latex", "csv", "json"], default="md")
+    effects.add_argument("--interaction", nargs=2, action="append", default=[], metavar=("AXIS_A", "AXIS_B"),
+                         help="cell means with CIs and interaction contrasts of two axes (repeatable)")
+    effects.add_argument("--stage", help="eval stage whose scores to use, e.g. eval:sft (default: each trial's last)")
+    effects.add_argument("--results", help="results directory (default: the grid's results_dir, else results)")
+    effects.add_argument("--db", help="DuckDB file (default: RESULTS/harness.duckdb)")
+    effects.add_argument("--parquet", action="store_true", help="read the Parquet snapshot instead of the DuckDB file")
+    effects.add_argument("--no-importance", action="store_true", help="skip Optuna's importance evaluators")
+    effects.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    effects.add_argument("--seed", type=int, default=0, help="bootstrap and fANOVA seed")
+    effects.add_argument("--out", help="write the report to this file instead of stdout")
+    effects.set_defaults(func=cmd_effects)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import importlib
 from typing import Callable
 
 BENCHMARKS: dict[str, Callable] = {}
-MODULES = ("packing", "dpo", "runner", "report")
+MODULES = ("packing", "dpo", "runner", "report", "search")
 
 
 def bench(name: str):

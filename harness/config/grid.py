@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from harness.config.schema import Strict
+from harness.config.search import SearchSpec
 
 STAGE_NAMES = ("sft", "dpo", "sdpo", "sft_continue", "online_dpo", "eval")
 TOP_LEVEL_AXES = ("method", "online")
@@ -58,6 +59,10 @@ class ConditionalAxes(Strict):
     grid: dict[str, list] = {}
 
 
+class EffectsSpec(Strict):
+    reference: dict[str, Any] = {}  # axis -> the level `harness effects` compares against (default: first listed)
+
+
 class GridConfig(Strict):
     study: str | None = None  # default: the file's stem
     description: str = ""
@@ -71,6 +76,8 @@ class GridConfig(Strict):
     conditional: list[ConditionalAxes] = []
     seeds: list[int] = [0]
     execution: ExecutionSpec = ExecutionSpec()
+    search: SearchSpec | None = None  # sample points with Optuna instead of expanding the grid (harness/grid/search.py)
+    effects: EffectsSpec = EffectsSpec()
 
     @field_validator("pipeline")
     @classmethod

@@ -206,6 +206,9 @@ class _Builder:
 def build_plan(grid: GridConfig, file: str = "<grid>", lines=None) -> Plan:
     lines = lines or {}
     _check_axes(grid, file, lines)
+    if grid.search is not None:  # search beyond grids: points are sampled while the study runs
+        from harness.grid.search import build_search_plan
+        return build_search_plan(grid, file, lines)
     points = expand_points(grid)
     builder = _Builder(grid, file, lines)
     chains = [builder.chain(p) for p in points]
@@ -218,8 +221,22 @@ def load_plan(path: str | Path, overrides=()) -> Plan:
     return build_plan(grid, str(path), lines)
 
 
+def add_point(plan: Plan, axes: dict[str, Any]) -> Point:
+    """Append one point (e.g. sampled by a search) with its stage chain; stages that earlier points
+    already have (the same keys) are shared, not added again."""
+    point = Point(len(plan.points), axes)
+    builder = _Builder(plan.grid, plan.file, {})
+    builder.stages = plan.stages
+    plan.chains.append(builder.chain(point))
+    plan.points.append(point)
+    return point
+
+
 def describe(plan: Plan) -> str:
     """The stage graph as text: distinct stages per kind and which trials share them."""
+    if plan.grid.search is not None:
+        from harness.grid.search import describe_search
+        return describe_search(plan)
     out = [f"study {plan.study}: {len(plan.points)} trials, "
            + ", ".join(f"{n} distinct {k}" for k, n in sorted(plan.counts().items()))]
     for point, chain in zip(plan.points, plan.chains):

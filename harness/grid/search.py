@@ -1,0 +1,262 @@
+"""Search beyond grids: a grid file's `search:` section (harness/config/search.py) makes the runner
+sample points with Optuna (TPE, random, or a grid sampler) for `n_trials` trials instead of
+expanding the grid.
+
+Each trial samples its axes define-by-run (ranges, choices, then the conditional axes whose `when`
+holds), and the point is resolved into the stage chain a grid point would get (expand.add_point),
+so stages that do not depend on the sampled axes keep their keys and are shared: a β/lr search
+trains one SFT. The trial ledger, workers, locks, retries, results store and reports are the grid
+runner's.
+
+Pruning works at stage boundaries: after an eval stage that is not the trial's last (with
+`eval.after: [preference, final]`, the eval of the DPO model before online DPO), the objective is
+reported to the pruner as the intermediate value at step = training stages done; a pruned trial
+skips its remaining stages and is recorded as pruned, not failed. A stage is never killed midway.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+
+from harness.config.loader import ConfigError, line_of
+from harness.config.search import RangeSpec, SearchSpec
+from harness.grid.expand import Plan, add_point
+from harness.runner.launch import StageFailed
+from harness.runner.runner import Worker, _now
+
+S = optuna.trial.TrialState
+SCALAR = (str, int, float, bool, type(None))
+
+
+# ---------------------------------------------------------------- the search space
+
+def space_of(grid) -> dict[str, RangeSpec | list]:
+    """Axes the sampler varies: the grid's lists, then `search.space` (ranges and choices)."""
+    return {**grid.grid, **grid.search.space}
+
+
+def suggest_axes(trial: optuna.Trial, grid) -> dict:
+    """A point's axes, sampled define-by-run: conditional axes only when their `when` holds."""
+    axes = {axis: _suggest(trial, axis, spec) for axis, spec in space_of(grid).items()}
+    for cond in grid.conditional:
+        if all(axes.get(k, getattr(grid, k, None)) == v for k, v in cond.when.items()):
+            axes.update({axis: _suggest(trial, axis, values) for axis, values in cond.grid.items()})
+    return {**axes, "seed": grid.seeds[0]}
+
+
+def _suggest(trial: optuna.Trial, axis: str, spec: RangeSpec | list):
+    if isinstance(spec, list):
+        return trial.suggest_categorical(axis, spec)
+    if spec.type == "int":
+        return trial.suggest_int(axis, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(axis, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+def make_sampler(spec: SearchSpec, grid) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials())
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.GridSampler(dict(space_of(grid)), seed=spec.seed)
+
+
+def make_pruner(spec: SearchSpec) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    if p is None or p.type == "none":
+        return optuna.pruners.NopPruner()
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    return optuna.pruners.PercentilePruner(p.percentile, n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+
+
+def load_search_study(plan: Plan, storage) -> optuna.Study:
+    spec = plan.grid.search
+    return optuna.create_study(study_name=plan.study, storage=storage, sampler=make_sampler(spec, plan.grid),
+                               pruner=make_pruner(spec), direction=spec.direction, load_if_exists=True)
+
+
+# ---------------------------------------------------------------- planning (checks, description)
+
+def build_search_plan(grid, file: str, lines) -> Plan:
+    """A plan with no points yet (they are sampled as trials run), after checking the search space:
+    its axes name pipeline stages, and its corner points (every range at low, then at high) resolve
+    into valid stage configs."""
+    _check_search(grid, file, lines)
+    probe = Plan(grid, file, [], {}, [])
+    for corner in corners(grid):
+        try:
+            add_point(probe, corner)
+        except ConfigError as err:
+            axis = next((a for a in grid.search.space if err.key in (a, f"pipeline.{a}")), None)
+            if axis is None:
+                raise
+            raise ConfigError(err.reason, file=file, line=line_of(lines, ("search", "space", axis)), key=f"search.space.{axis}") from None
+    return Plan(grid, file, [], {}, [])
+
+
+def _check_search(grid, file: str, lines) -> None:
+    def fail(reason: str, *path) -> None:
+        raise ConfigError(reason, file=file, line=line_of(lines, path), key=".".join(map(str, path)))
+
+    spec = grid.search
+    if grid.zip:
+        fail("zip axes cannot be searched: list the combinations as one axis's choices, or use conditional", "zip")
+    if len(grid.seeds) > 1:
+        fail(f"a search runs one seed (got {len(grid.seeds)}): repeat the search with another seed", "seeds")
+    for axis, choices in space_of(grid).items():
+        path = ("search", "space", axis) if axis in spec.space else ("grid", axis)
+        head = axis.split(".")[0]
+        if axis not in ("method", "online") and head not in grid.pipeline:
+            fail(f"axis names no stage of the pipeline (stages here: {', '.join(sorted(grid.pipeline))})", *path)
+        if isinstance(choices, list) and not all(isinstance(c, SCALAR) for c in choices):
+            fail("search choices must be numbers, strings or booleans", *path)
+        if spec.sampler == "grid" and isinstance(choices, RangeSpec):
+            fail("sampler grid needs lists of values, not ranges", *path)
+    if spec.sampler == "grid" and grid.conditional:
+        fail("sampler grid cannot sample conditional axes: use tpe or random", "search", "sampler")
+
+
+def corners(grid) -> list[dict]:
+    """Two probe points: every range at its low end and the first choice, then high ends and last choices;
+    conditional axes are added whenever their `when` holds."""
+    out = []
+    for end in (0, -1):
+        axes = {a: (s[end] if isinstance(s, list) else (s.low, s.high)[end]) for a, s in space_of(grid).items()}
+        axes = {a: int(v) if isinstance(space_of(grid)[a], RangeSpec) and space_of(grid)[a].type == "int" else v
+                for a, v in axes.items()}
+        for cond in grid.conditional:
+            if all(axes.get(k, getattr(grid, k, None)) == v for k, v in cond.when.items()):
+                axes.update({a: vs[end] for a, vs in cond.grid.items()})
+        out.append({**axes, "seed": grid.seeds[0]})
+    return out
+
+
+def describe_search(plan: Plan) -> str:
+    spec, grid = plan.grid.search, plan.grid
+    out = [f"study {plan.study}: search with {spec.sampler} sampler (seed {spec.seed}), {spec.n_trials} trials, "
+           f"{spec.direction} {spec.objective}"
+           + (f", TPE's first {spec.startup_trials()} trials random" if spec.sampler == "tpe" else "")
+           + (f", pruner {spec.pruner.type} at intermediate evals" if spec.pruner and spec.pruner.type != "none" else "")]
+    for axis, s in space_of(grid).items():
+        out.append(f"  {axis}: " + (f"one of {s}" if isinstance(s, list) else
+                                    f"{s.type} in [{s.low:g}, {s.high:g}]" + (" (log)" if s.log else "")))
+    for cond in grid.conditional:
+        out.append(f"  when {cond.when}: " + ", ".join(f"{a} one of {v}" for a, v in cond.grid.items()))
+    probe = Plan(grid, plan.file, [], {}, [])
+    for corner in corners(grid):
+        add_point(probe, corner)
+    shared = [k for k in probe.chains[0] if k in probe.chains[1]]
+    if shared:
+        out.append("  stages every trial shares (independent of the sampled axes): "
+                   + ", ".join(probe.stages[k].dirname for k in shared))
+    out.append(f"  seed {grid.seeds[0]}")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- running
+
+class SearchWorker(Worker):
+    """The grid Worker with sampled points, and pruning at intermediate evals."""
+
+    def __init__(self, plan: Plan, layout, settings, rerun=frozenset(), echo=print):
+        super().__init__(plan, layout, settings, rerun, objective=plan.grid.search.objective, echo=echo)
+        pruner = plan.grid.search.pruner
+        self.pruning = pruner is not None and pruner.type != "none"
+
+    def run_trial(self, trial: optuna.Trial) -> float:
+        point = add_point(self.plan, suggest_axes(trial, self.plan.grid))
+        return self.run_point(trial, point)
+
+    def after_stage(self, trial: optuna.Trial, records: list[dict], index: int) -> None:
+        record = records[index]
+        if not self.pruning or record["kind"] != "eval" or index == len(records) - 1:
+            return
+        step = sum(r["kind"] != "eval" for r in records[:index])
+        value = self.objective_value([record])
+        trial.report(value, step)
+        if trial.should_prune():
+            for later in records[index + 1:]:
+                later["status"] = "skipped"
+            trial.set_user_attr("stages", records)
+            trial.set_user_attr("pruned_after", record["name"])
+            trial.set_user_attr("finished_at", _now())
+            self.echo(f"trial {trial.number} pruned after {record['name']} ({self.objective_name}={value:.4f})")
+            raise optuna.TrialPruned(f"pruned after {record['name']}: {self.objective_name}={value:.4f}")
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return out
+
+
+def enqueue_search_retries(study: optuna.Study, retries: int) -> int:
+    """Re-enqueue a failed trial's sampled params (once per failure within `retries`) unless a trial
+    with the same params is waiting, running or finished."""
+    trials = study.get_trials(deepcopy=False)
+    key = {t.number: json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True) for t in trials}
+    enqueued = 0
+    for params in {key[t.number] for t in trials if t.state == S.FAIL}:
+        same = [t for t in trials if key[t.number] == params]
+        if any(t.state in (S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING) for t in same):
+            continue
+        if sum(t.state == S.FAIL for t in same) <= retries:
+            study.enqueue_trial(json.loads(params), skip_if_exists=False)
+            enqueued += 1
+    return enqueued
+
+
+def work_search(plan: Plan, layout, storage, settings, retries: int, rerun=(), echo=print) -> None:
+    """A worker's loop: trials until n_trials are complete or pruned (failures retried within
+    `retries`; after n_trials failures the search gives up)."""
+    spec = plan.grid.search
+    study = load_search_study(plan, storage)
+    worker = SearchWorker(plan, layout, settings, set(rerun), echo=echo)
+    finished = optuna.study.MaxTrialsCallback(spec.n_trials, states=(S.COMPLETE, S.PRUNED))
+    while True:
+        c = counts(study)
+        if c.get("complete", 0) + c.get("pruned", 0) + c.get("running", 0) >= spec.n_trials and not c.get("waiting"):
+            return
+        if c.get("fail", 0) >= spec.n_trials:
+            echo(f"search {plan.study}: {c['fail']} failed trials, giving up")
+            return
+        study.optimize(worker.run_trial, n_trials=1, catch=(StageFailed,), callbacks=[finished])
+        enqueue_search_retries(study, retries)
+
+
+def search_summary(study: optuna.Study, plan: Plan) -> dict:
+    spec = plan.grid.search
+    trials = study.get_trials(deepcopy=False)
+    states = {("failed" if k == "fail" else k): v for k, v in counts(study).items()}
+    done = [t for t in trials if t.state == S.COMPLETE]
+    best = (max if spec.direction == "maximize" else min)(done, key=lambda t: t.value) if done else None
+    stage_seconds = sum(r["seconds"] or 0 for t in trials for r in t.user_attrs.get("stages", []))
+    finished = states.get("complete", 0) + states.get("pruned", 0)
+    return {"study": plan.study, "points": spec.n_trials, "states": states, "stage_seconds": stage_seconds,
+            "ok": finished >= spec.n_trials, "objective": spec.objective,
+            "best": {"number": best.number, "value": best.value, "axes": best.user_attrs.get("axes")} if best else None,
+            "first_value": done[0].value if done else None}
+
+
+def search_status_lines(plan: Plan, storage, layout) -> list[str]:
+    study = load_search_study(plan, storage)
+    lines = [describe_search(plan).splitlines()[0]]
+    for t in study.get_trials(deepcopy=False):
+        axes = " ".join(f"{k}={_short(v)}" for k, v in (t.user_attrs.get("axes") or t.params).items())
+        value = "" if t.value is None or math.isnan(t.value) else f" {plan.grid.search.objective}={t.value:.4f}"
+        lines.append(f"trial {t.number:>3} {t.state.name.lower():<9}{value} {axes}")
+        for r in t.user_attrs.get("stages", []):
+            lines.append(f"      {r['name']:<16} {r['status']:<9} {r['path']}")
+        if t.user_attrs.get("error") and t.state != S.COMPLETE:
+            lines.append(f"      error: {t.user_attrs['error']}")
+    return lines
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["SearchWorker", "build_search_plan", "load_search_study", "make_sampler", "suggest_axes", "work_search"]
