@@ -99,3 +99,15 @@ def test_failing_point_fails_alone_with_its_reason_and_is_retried(tmp_path):
     assert all("size 999999 is larger than the 100000 rows" in e for e in errors), errors
     status = harness("status", str(grid))
     assert "failed" in status.stdout and "999999" in status.stdout
+
+
+def test_slurm_launcher_runs_stages_through_submitit_local_executor(tmp_path):
+    grid = write_grid(tmp_path, "  dpo.beta: [0.1]", study="s")
+    text = grid.read_text().replace("execution: {retries: 1, threads_per_worker: 1}",
+                                    "execution: {retries: 0, threads_per_worker: 1, launcher: slurm, slurm: {local: true, timeout_min: 10}}")
+    grid.write_text(text)
+    result = harness("run", str(grid))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for stage in (tmp_path / "results" / "stages").iterdir():
+        if stage.is_dir():
+            assert (stage / "DONE").exists() and list((stage / "slurm").glob("*_result.pkl")), stage
