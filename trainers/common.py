@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    tokens_seen: int
+    final_loss: float | None
+    resumed_from: str | None = None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -85,3 +96,19 @@ class CurvesCallback(TrainerCallback):
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+def train_and_save(trainer, tokenizer, output_dir: Path, curves: CurvesCallback, resume: str | None) -> TrainResult:
+    """Train (resuming from `resume` if given), save model + tokenizer to output_dir/model."""
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(Path(output_dir) / "model"))
+    tokenizer.save_pretrained(str(Path(output_dir) / "model"))
+    return TrainResult(
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        tokens_seen=int(curves.last.get("num_tokens", 0)),
+        final_loss=curves.last.get("loss", curves.last.get("train_loss")),
+        resumed_from=resume,
+    )

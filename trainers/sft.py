@@ -13,25 +13,15 @@ loss_mask:
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import contextlib
 from pathlib import Path
 
 from datasets import Dataset
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
-from trainers.attention import packed_attention_implementation
-from trainers.common import CurvesCallback, device_args, last_checkpoint, loop_args, set_threads
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    seconds: float
-    tokens_seen: int
-    final_loss: float | None
-    resumed_from: str | None = None
+from trainers.common import CurvesCallback, TrainResult, device_args, last_checkpoint, loop_args, set_threads, train_and_save
+from trainers.packing import packed_attention
 
 
 def trl_config(cfg, checkpoint_dir: Path) -> TRLSFTConfig:
@@ -50,8 +40,6 @@ def train_sft(model, tokenizer, dataset: Dataset, cfg, output_dir: str | Path, c
     """Train `model` on a `messages` dataset; save model + tokenizer to `output_dir`."""
     set_threads(cfg.threads)
     output_dir = Path(output_dir)
-    attn = packed_attention_implementation() if cfg.packing == "isolated" else "sdpa"
-    model.set_attn_implementation(attn)
     model.config.use_cache = False  # a KV cache lets packed sequences attend to each other
     curves = CurvesCallback(output_dir / "curves.jsonl")
     trainer = SFTTrainer(
@@ -61,18 +49,9 @@ def train_sft(model, tokenizer, dataset: Dataset, cfg, output_dir: str | Path, c
         processing_class=tokenizer,
         callbacks=[curves, *callbacks],
     )
-    resume = last_checkpoint(output_dir / "checkpoints")
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - start
-    model.set_attn_implementation("sdpa")
+    # isolated rows: per-segment attention (flash-attn varlen on GPU); other modes keep sdpa
+    attention = packed_attention(model) if cfg.packing == "isolated" else contextlib.nullcontext()
+    with attention:
+        result = train_and_save(trainer, tokenizer, output_dir, curves, last_checkpoint(output_dir / "checkpoints"))
     model.config.use_cache = True
-    trainer.save_model(str(output_dir / "model"))
-    tokenizer.save_pretrained(str(output_dir / "model"))
-    return TrainResult(
-        steps=trainer.state.global_step,
-        seconds=seconds,
-        tokens_seen=int(curves.last.get("num_tokens", 0)),
-        final_loss=curves.last.get("loss", curves.last.get("train_loss")),
-        resumed_from=resume,
-    )
+    return result
