@@ -16,15 +16,35 @@ def ref_cache_dir(cfg) -> Path | None:
     return cache_root() / "ref_logps" if cfg.ref_cache else None
 
 
-def load_reference(cfg):
+def weights_identity(path: str, model) -> str:
+    """Hash of the weight files of a local model; for a hub id (no local directory), of the loaded
+    tensors. Never the config or the path: two configs can name the same weights."""
+    import hashlib
+
+    import torch
+
+    from harness.config.loader import ConfigError
+    from harness.data.models import weights_hash
+
+    try:
+        return weights_hash(path)
+    except (ConfigError, OSError):
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return "tensors-" + digest.hexdigest()[:16]
+
+
+def load_reference(cfg, policy):
     """(reference model or None, identity of its weights). No `reference:` means the policy's initial
-    weights; their identity is the hash of the policy's weight files, not its config or path."""
-    from harness.data.models import load_model, weights_hash
+    weights (the identity of `policy` before training)."""
+    from harness.data.models import load_model
 
     if cfg.reference is None:
-        return None, weights_hash(cfg.model.path)
+        return None, weights_identity(cfg.model.path, policy)
     reference, _ = load_model(cfg.reference, for_training=False)
-    return reference, weights_hash(cfg.reference.path)
+    return reference, weights_identity(cfg.reference.path, reference)
 
 
 @stage_runner("dpo", DPOConfig)
@@ -36,7 +56,7 @@ def run_dpo(cfg: DPOConfig, out: Path) -> dict:
     started = time.time()
     rows, reports = load_mixture(cfg.data, "pref", cfg.on_bad_rows)
     model, tokenizer = load_model(cfg.model)
-    reference, reference_key = load_reference(cfg)
+    reference, reference_key = load_reference(cfg, model)
     result = train_dpo(model, tokenizer, rows, cfg, out, reference_model=reference,
                        reference_key=reference_key, ref_cache_dir=ref_cache_dir(cfg))
     extra = {

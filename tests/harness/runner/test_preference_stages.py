@@ -55,3 +55,16 @@ def test_train_dpo_writes_a_stage_dir_and_shares_the_reference_cache(tmp_path):
 def test_bad_config_is_one_line_error(tmp_path):
     bad = _train(tmp_path / "c", dict(os.environ), "loss_type=ipo", "label_smoothing=0.1")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "label_smoothing" in bad.stderr
+
+
+def test_reference_identity_is_the_weights_not_the_name(toy_model_dir, toy_model):
+    import torch
+
+    from harness.runner.preference_stages import weights_identity
+
+    by_files = weights_identity(str(toy_model_dir), toy_model)
+    assert by_files == weights_identity("toy", toy_model)  # another name, the same weights
+    by_tensors = weights_identity("org/not-a-local-dir", toy_model)  # a hub id: hash the loaded tensors
+    with torch.no_grad():
+        next(toy_model.parameters())[0, 0] += 1.0
+    assert by_tensors.startswith("tensors-") and weights_identity("org/not-a-local-dir", toy_model) != by_tensors
