@@ -30,22 +30,18 @@ from transformers import TrainerCallback
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
 
-from trainers.common import CurvesCallback, device_args, last_checkpoint, loop_args, set_threads
+from trainers.common import (CurvesCallback, TrainResult, device_args, last_checkpoint, loop_args, set_threads,
+                             train_and_save)
 from trainers.losses import LossSpec, PairLogps, chosen_nll, dpo_loss, gamma_ref, per_pair_loss
 from trainers.packing import PackedPairCollator, ensure_fused_lm_head, packed_attention, packed_sequence_logps, tokenize_pairs
 from trainers.ref_cache import RefLogpCache, cache_key, reference_logps
 
 
 @dataclass
-class DPOResult:
-    steps: int
-    seconds: float
-    tokens_seen: int
-    final_loss: float | None
-    resumed_from: str | None
-    mean_gamma_ref: float  # mean over pairs of β·(log π_ref(y_w|x) − log π_ref(y_l|x))
-    ref_cache_hit: bool
-    diagnostics_path: Path  # curves.jsonl
+class DPOResult(TrainResult):
+    mean_gamma_ref: float = 0.0  # mean over pairs of β·(log π_ref(y_w|x) − log π_ref(y_l|x))
+    ref_cache_hit: bool = False
+    diagnostics_path: Path | None = None  # curves.jsonl
     pairs_used: int = 0
     pairs_dropped: int = 0  # prompt alone filled max_length
     ref_seconds: float = 0.0  # reference pass (0 on a cache hit)
@@ -205,18 +201,10 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, output_dir: Path, *, ref
         callbacks=[curves, LogLastStep(), *callbacks],
         loss_spec=LossSpec.from_config(cfg),
     )
-    start = time.perf_counter()
     with packed_attention(model):
-        trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - start
-    trainer.save_model(str(output_dir / "model"))
-    tokenizer.save_pretrained(str(output_dir / "model"))
+        trained = train_and_save(trainer, tokenizer, output_dir, curves, resume)
     return DPOResult(
-        steps=trainer.state.global_step,
-        seconds=seconds,
-        tokens_seen=int(curves.last.get("num_tokens", 0)),
-        final_loss=curves.last.get("loss", curves.last.get("train_loss")),
-        resumed_from=resume,
+        **vars(trained),
         mean_gamma_ref=sum(ref["gammas"]) / len(ref["gammas"]),
         ref_cache_hit=ref["hit"],
         diagnostics_path=curves_path,
