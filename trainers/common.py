@@ -56,6 +56,9 @@ def loop_args(cfg, checkpoint_dir: Path) -> dict[str, Any]:
         "seed": cfg.seed,
         "data_seed": cfg.seed,
         "logging_steps": cfg.log_every,
+        # transformers replaces a NaN/inf loss by the running mean before logging it (default True), which
+        # hid NaN losses from CurvesCallback's guard: found by the fault tests, off so NaN fails the stage.
+        "logging_nan_inf_filter": False,
         "save_strategy": "steps" if cfg.save_every else "no",
         "save_steps": cfg.save_every or 500,
         "save_total_limit": 1,

@@ -160,6 +160,7 @@ class _Builder:
             cfg = cls.model_validate(raw)
         except ValidationError as err:
             raise _config_error(err, self.file, self.lines, stage, point) from None
+        self.check_names(cfg, stage, point)
         config = cfg.model_dump(mode="json")
         if kind == "eval":
             config["model"] = f"stage:{parent}"
@@ -170,6 +171,24 @@ class _Builder:
         node = self.stages.setdefault(key, StageNode(key, kind, name, config, [parent] if parent else []))
         node.trials.append(point.index)
         return key
+
+    def check_names(self, cfg, stage: str, point: Point) -> None:
+        """Benchmark and judge names are checked at plan time (bad-input tests): a typo must not fail every
+        trial after its training."""
+        from harness.evals.suite import parse_suite
+        from harness.judges import judge_config
+
+        checks = [("suite", parse_suite)] if stage == "eval" else []
+        if isinstance(getattr(cfg, "judge", None), str):
+            checks.append(("judge", judge_config))
+        for field_name, check in checks:
+            try:
+                check(getattr(cfg, field_name))
+            except ConfigError as err:
+                axis = f"{stage}.{field_name}"
+                path = ("grid", axis) if axis in point.axes else ("pipeline", stage, field_name)
+                key = axis if axis in point.axes else f"pipeline.{axis}"
+                raise ConfigError(err.reason, file=self.file, line=line_of(self.lines, path), key=key) from None
 
     def chain(self, point: Point) -> list[str]:
         pipeline, method, online = _stage_configs(self.grid, point)

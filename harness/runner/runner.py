@@ -136,9 +136,17 @@ def enqueue_retries(study: optuna.Study, plan: Plan, retries: int) -> int:
     return enqueued
 
 
-def remaining_points(study: optuna.Study, n_points: int) -> int:
+def settled(states: list, retries: int | None) -> bool:
+    """A point is settled when complete, being run, or failed past its retry budget (retries None: never)."""
     S = optuna.trial.TrialState
-    taken = {p for p, states in _point_states(study).items() if any(s in (S.COMPLETE, S.RUNNING) for s in states)}
+    return any(s in (S.COMPLETE, S.RUNNING) for s in states) or (retries is not None and states.count(S.FAIL) > retries)
+
+
+def remaining_points(study: optuna.Study, n_points: int, retries: int | None = None) -> int:
+    S = optuna.trial.TrialState
+    # Fix (fault tests): a point failed past its retries counts as taken, else a worker whose other points
+    # are done loops forever, re-running it whenever GridSampler (exhausted) hands it out again.
+    taken = {p for p, states in _point_states(study).items() if settled(states, retries)}
     waiting = any(t.state == S.WAITING for t in study.get_trials(deepcopy=False))
     return n_points - len(taken) + (1 if waiting else 0)
 
@@ -178,9 +186,8 @@ class Worker:
         return {**node.config, "model_dir": self._model_dir(node.parents[0]).resolve()}
 
     def _taken_elsewhere(self, trial: optuna.Trial, point: int) -> bool:
-        S = optuna.trial.TrialState
-        return any(point_of(t) == point and t.number != trial.number and t.state in (S.COMPLETE, S.RUNNING)
-                   for t in trial.study.get_trials(deepcopy=False))
+        others = [t.state for t in trial.study.get_trials(deepcopy=False) if point_of(t) == point and t.number != trial.number]
+        return settled(others, self.plan.grid.execution.retries)  # fix: nor re-run one failed past its retries
 
     def run_trial(self, trial: optuna.Trial) -> float:
         point = self.plan.points[trial.suggest_categorical("point", list(range(len(self.plan.points))))]
@@ -247,7 +254,7 @@ def work(plan: Plan, layout: Layout, storage, settings: LaunchSettings, retries:
     study = load_study(plan, storage)
     worker = Worker(plan, layout, settings, set(rerun), echo=echo)
     n = len(plan.points)
-    while remaining_points(study, n) > 0:
+    while remaining_points(study, n, retries) > 0:
         study.optimize(worker.run_trial, n_trials=1, catch=(StageFailed,),
                        callbacks=[optuna.study.MaxTrialsCallback(n, states=(optuna.trial.TrialState.COMPLETE,))])
         enqueue_retries(study, plan, retries)

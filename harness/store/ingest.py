@@ -287,7 +287,10 @@ def ingest_trial(con, study: str, trial, axis_columns: dict[str, str], column_ty
         return False
     row = trial_row(study, trial, axis_columns)
     row = {k: _axis_value(v, column_types.get(k, "")) for k, v in row.items()}
-    parts = [read_done_stage(trial_id, s, d) for s, d, ok in zip(stages, dirs, done) if ok]
+    # Results of a stage belong to a trial that completed it: a trial killed before a shared stage ran
+    # must not carry the metrics its retry produced later (one point's rows would count once per try).
+    parts = [read_done_stage(trial_id, s, d) for s, d, ok in zip(stages, dirs, done)
+             if ok and s.get("status", "complete") == "complete"]
     con.execute("BEGIN TRANSACTION")
     try:
         for table in PER_TRIAL_TABLES:
