@@ -56,7 +56,8 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=str(path)) from None
+        line = err.object[:err.start].count(b"\n") + 1  # the line holding the bad byte
+        raise ConfigError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=str(path), line=line) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, expected a YAML file", file=str(path)) from None
     try:

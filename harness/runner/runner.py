@@ -48,7 +48,26 @@ def open_storage(url: str | None, layout: Layout, study: str):
         return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
     path = Path(url) if url else layout.journal(study)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_journal(path)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def check_journal(path: Path) -> None:
+    """A corrupt ledger line is a one-line error naming it (bad-input tests): Optuna raises a traceback
+    on it, and on every write after it. A last line without its newline is being appended: fine."""
+    from harness.config.loader import ConfigError
+
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                return
+            try:
+                json.loads(line)
+            except ValueError as err:
+                raise ConfigError(f"corrupt Optuna journal line ({err}); move the file away to start the study "
+                                  "afresh", file=str(path), line=number) from None
 
 
 class LedgerGridSampler(optuna.samplers.GridSampler):
