@@ -12,8 +12,8 @@ steps and at the last step: TRL's loss, rewards/{chosen,rejected,margins,accurac
 logps/{chosen,rejected}, plus
   margin/logp         mean log π(y_w|x) − log π(y_l|x) of the policy
   margin/logp_change  the same minus the reference's margin (LION's margin change; = margins/β)
-  margin/prob         mean σ(log π(y_w|x) − log π(y_l|x)): how often the policy's sequence
-                      probability favours chosen, Bradley-Terry style
+  margin/prob         mean σ(log π(y_w|x) − log π(y_l|x)): the Bradley-Terry probability that
+                      the policy's sequence probabilities prefer chosen
   gamma_ref           mean γ of the batch; nll/chosen; loss/preference; positions (processed)
 and, once at step 0, one row `gamma_ref/<i>` per pair (i = index in `pairs`) and `gamma_ref/mean`.
 """
@@ -60,6 +60,8 @@ def trl_loss_args(spec: LossSpec) -> dict:
 
 
 def trl_dpo_config(cfg, checkpoint_dir: Path, **overrides) -> TRLDPOConfig:
+    """TRL arguments for either trainer. PaddingFreeDPOTrainer takes its loss from `loss_spec` (label
+    smoothing included); the loss fields here make TRL's padded DPOTrainer compute the same loss."""
     spec = LossSpec.from_config(cfg)
     loss = trl_loss_args(LossSpec(spec.loss_type, spec.beta, 0.0, spec.rpo_alpha))
     return TRLDPOConfig(

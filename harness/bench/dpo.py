@@ -130,30 +130,34 @@ def compare_trainers(pairs: list[dict], steps: int, cfg_json: dict) -> dict:
     return out
 
 
-def _sweep(pairs: list[dict], cfg_json: dict, cache_dir: Path | None, out_dir: Path) -> dict:
+def _sweep_point(pairs: list[dict], cfg, cache_dir: Path | None, out_dir: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.toylab.build import toy_base_model_dir
     from trainers.dpo import train_dpo
 
-    start, ref_passes, ref_seconds = time.perf_counter(), 0, 0.0
-    for beta in BETAS:
-        tokenizer = AutoTokenizer.from_pretrained(toy_base_model_dir())
-        model = AutoModelForCausalLM.from_pretrained(toy_base_model_dir())
-        result = train_dpo(model, tokenizer, pairs, bench_config(**cfg_json, beta=beta), out_dir / f"beta{beta}",
-                           reference_key="toy-base", ref_cache_dir=cache_dir)
-        ref_passes += not result.ref_cache_hit
-        ref_seconds += result.ref_seconds
-    return {"seconds": time.perf_counter() - start, "ref_passes": ref_passes, "ref_seconds": ref_seconds}
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(toy_base_model_dir())
+    model = AutoModelForCausalLM.from_pretrained(toy_base_model_dir())
+    result = train_dpo(model, tokenizer, pairs, cfg, out_dir, reference_key="toy-base", ref_cache_dir=cache_dir)
+    return {"seconds": time.perf_counter() - start, "ref_pass": not result.ref_cache_hit, "ref_seconds": result.ref_seconds}
 
 
 def beta_sweep(pairs: list[dict], cfg_json: dict) -> dict:
-    """4 β points, each one epoch over `pairs`: one shared reference pass vs one per point."""
+    """4 β points, each one epoch over `pairs`, with one shared reference pass (cache) and with one
+    pass per point (no cache). The two sweeps alternate point by point, so that load from other
+    processes on the machine falls on both alike."""
+    totals = {mode: {"seconds": 0.0, "ref_passes": 0, "ref_seconds": 0.0} for mode in ("with", "without")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        without = _sweep(pairs, cfg_json, None, tmp / "without")
-        with_cache = _sweep(pairs, cfg_json, tmp / "cache", tmp / "with")
-    return {"with": with_cache, "without": without}
+        for beta in BETAS:
+            cfg = bench_config(**cfg_json, beta=beta)
+            for mode, cache_dir in (("without", None), ("with", tmp / "cache")):
+                point = _sweep_point(pairs, cfg, cache_dir, tmp / mode / f"beta{beta}")
+                totals[mode]["seconds"] += point["seconds"]
+                totals[mode]["ref_passes"] += point["ref_pass"]
+                totals[mode]["ref_seconds"] += point["ref_seconds"]
+    return totals
 
 
 def run(n_pairs: int = 48, steps: int = 6, max_length: int = 2048, sweep_pairs: int = 16,
