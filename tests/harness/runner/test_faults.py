@@ -291,3 +291,28 @@ def test_failures_inside_trials_fail_each_trial_alone_with_its_reason(tmp_path, 
                 0.004: "OutOfMemoryError: CUDA out of memory", 0.005: "No space left on device"}
     for lr, reason in expected.items():
         assert rows[lr].startswith("failed: ") and reason in rows[lr], (lr, rows[lr])
+
+
+# ------------------------------------------------------------------ judge faults inside a trial
+
+def test_a_dead_judge_costs_its_judgments_not_the_trial(tmp_path, grids, shared_data):
+    """The eval stage's judge endpoint refuses every connection: the judged benchmark's rows carry the
+    failures (value NULL) into the store, the unjudged toy benchmark is scored, the trial completes."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(f"type: openai\nname: dead\nmodel: m\nbase_url: http://127.0.0.1:{port}/v1\napi_key_env: null\n"
+                     "retries: 1\nbackoff_s: 0.01\ntimeout_s: 2\n")
+    stages = {"sft": grids.SFT, "eval": f"{{suite: [toy, mt-bench], judge: {judge}, limit: 1, data_dir: {shared_data}}}"}
+    grid = grids.write_grid(tmp_path, "  sft.lr: [1.0e-3]", study="deadjudge", stages=stages)
+    run = grids.harness("run", str(grid), env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert grids.trials_by_point(grid)[1] == {0: ["COMPLETE"]}
+    with duckdb.connect(str(tmp_path / "results" / "harness.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT benchmark, metric, value, n, failures FROM metrics").fetchall()
+    judged = [r for r in rows if r[0] == "mt-bench" and r[1] == "score"]
+    assert judged and all(value is None and failures > 0 for _, _, value, _, failures in judged), rows
+    assert [r for r in rows if (r[0], r[1]) == ("toy", "accuracy") and r[2] is not None and r[4] == 0]
