@@ -33,6 +33,22 @@ def test_hit_on_same_weights_returns_identical_values(toy_model, toy_tokenizer, 
     assert all(c < 0 for c in chosen) and len(chosen) == len(PAIRS)
 
 
+def test_keyed_by_the_weight_files_not_the_path(toy_model, toy_tokenizer, tmp_path):
+    from harness.data.models import weights_hash
+
+    cache = RefLogpCache(tmp_path / "cache")
+    toy_model.save_pretrained(tmp_path / "sft")
+    toy_model.save_pretrained(tmp_path / "same-weights-other-name")
+    (chosen, _, hit), _ = _lookup(toy_model, toy_tokenizer, cache, reference_key=weights_hash(tmp_path / "sft"))
+    (_, _, hit_same), _ = _lookup(toy_model, toy_tokenizer, cache,
+                                  reference_key=weights_hash(tmp_path / "same-weights-other-name"))
+    with torch.no_grad():
+        toy_model.lm_head.weight[:, 0] += 0.5
+    toy_model.save_pretrained(tmp_path / "sft")  # new weights under the old path
+    (chosen_new, _, hit_new), _ = _lookup(toy_model, toy_tokenizer, cache, reference_key=weights_hash(tmp_path / "sft"))
+    assert (hit, hit_same, hit_new) == (False, True, False) and chosen_new != chosen
+
+
 def test_miss_on_changed_weights_max_length_data_or_template(toy_model, toy_tokenizer, tmp_path):
     cache = RefLogpCache(tmp_path)
     _, base = _lookup(toy_model, toy_tokenizer, cache)
