@@ -48,24 +48,24 @@ def assert_each_point_complete_once(by_point: dict, n_points: int) -> None:
 
 # ------------------------------------------------------------------ runner killed
 
-def test_runner_killed_in_a_stage_in_a_cache_write_between_stages_and_in_ingest(tmp_path, grids):
+def test_runner_killed_in_a_stage_in_a_cache_write_between_stages_and_in_ingest(tmp_path, grids, storage_url):
     """Four SIGKILLs of `harness run`, each resumed by the next run; then a clean run completes the point
     exactly once, with nothing partial ever taken for complete."""
     stages = {"sft": grids.SFT, "dpo": grids.DPO, "eval": grids.EVAL}
-    grid = grids.write_grid(tmp_path, "  dpo.beta: [0.1]", study="killed", stages=stages,
+    grid = grids.write_grid(tmp_path, "  dpo.beta: [0.1]", study=grids.unique_study("killed"), stages=stages,
                             execution="{retries: 3, threads_per_worker: 1}")
     results, cache = tmp_path / "results", grids.private_cache(tmp_path / "cache")
-    env = {"HARNESS_CACHE": str(cache)}
+    env, storage = {"HARNESS_CACHE": str(cache)}, grids.storage_args(storage_url)
 
     def killed_run(fault: dict) -> None:
-        run = grids.harness("run", str(grid), env={**env, **grids.fault_env(fault)})
+        run = grids.harness("run", str(grid), *storage, env={**env, **grids.fault_env(fault)})
         assert run.returncode == -signal.SIGKILL, run.stdout[-2000:] + run.stderr[-2000:]
 
     # 1. killed while the SFT stage trains (step 2): the stage dies with the runner
     killed_run({"in": "stage", "kind": "sft", "at": "step", "step": 2, "do": "kill_runner"})
     [sft] = stage_dirs(results, "sft")
     assert not stagedir.is_done(sft) and not (sft / "manifest.json").exists() and (sft / "curves.jsonl").exists()
-    assert grids.trials_by_point(grid)[1] == {0: ["RUNNING"]}
+    assert grids.trials_by_point(grid, storage_url)[1] == {0: ["RUNNING"]}
 
     # 2. killed while the DPO stage writes the reference log-prob cache: its temp file is there, full, not renamed
     killed_run({"in": "stage", "kind": "dpo", "at": "ref_cache_write", "do": "kill_runner"})
@@ -90,12 +90,12 @@ def test_runner_killed_in_a_stage_in_a_cache_write_between_stages_and_in_ingest(
     assert metric_rows(results / "harness.duckdb") == []  # the half-done transaction left nothing
 
     # 5. a clean run: nothing trained again, the point complete exactly once, every metric row once
-    final = grids.harness("run", str(grid), "--json", env=env)
+    final = grids.harness("run", str(grid), "--json", *storage, env=env)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
-    _, by_point = grids.trials_by_point(grid)
+    _, by_point = grids.trials_by_point(grid, storage_url)
     assert_each_point_complete_once(by_point, 1)
     assert by_point[0] == ["FAIL", "FAIL", "FAIL", "COMPLETE"]
-    errors = {t.user_attrs.get("error") for t in grids.load_study(grid).trials if t.state.name == "FAIL"}
+    errors = {t.user_attrs.get("error") for t in grids.load_study(grid, storage_url).trials if t.state.name == "FAIL"}
     assert errors == {"worker died while running this trial"}
     assert grids.stage_launches(results, "sft") == 2 and grids.stage_launches(results, "dpo") == 2
     rows = metric_rows(results / "harness.duckdb")
