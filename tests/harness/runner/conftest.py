@@ -90,8 +90,6 @@ def stage_launches(results: Path, kind: str = "sft") -> int:
     return sum(log.read_text().count(f" train {kind} ") for log in results.glob(f"stages/{kind}-*/log"))
 
 
-sft_launches = stage_launches
-
 
 def private_cache(root: Path) -> Path:
     """A HARNESS_CACHE with the already built toy model and tokenizer linked in and nothing else, so the
