@@ -5,24 +5,14 @@ returns a JSON-able dict, which the CLI prints as the last stdout line with --js
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
+from harness.registry import import_listed, registrar
+
 BENCHMARKS: dict[str, Callable] = {}
+bench = registrar(BENCHMARKS)
 MODULES = ("packing", "dpo", "runner", "report", "search")
 
 
-def bench(name: str):
-    def register(fn):
-        BENCHMARKS[name] = fn
-        return fn
-    return register
-
-
 def load_benchmarks() -> None:
-    for module in MODULES:
-        try:
-            importlib.import_module(f"harness.bench.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"harness.bench.{module}":
-                raise
+    import_listed("harness.bench", MODULES, allow_missing=True)

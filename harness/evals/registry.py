@@ -11,27 +11,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.registry import import_listed, registrar
+
 BENCHMARKS: dict[str, Callable[["EvalContext"], list[dict]]] = {}
 # modules that register benchmarks, imported by load_all() (their imports are heavy, so lazily)
-MODULES = ["harness.evals.openllm", "harness.evals.alpaca_eval", "harness.evals.arena_hard", "harness.evals.mt_bench"]
-
-
-def benchmark(name: str):
-    def register(fn):
-        BENCHMARKS[name] = fn
-        return fn
-    return register
+MODULES = ["openllm", "alpaca_eval", "arena_hard", "mt_bench"]
+benchmark = registrar(BENCHMARKS)
 
 
 def load_all() -> dict[str, Callable[["EvalContext"], list[dict]]]:
-    import importlib
-
-    for module in MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a listed benchmark not written yet; others' errors surface
-            if err.name != module:
-                raise
+    import_listed("harness.evals", MODULES)
     return BENCHMARKS
 
 

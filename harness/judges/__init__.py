@@ -10,23 +10,17 @@ lab's verifier). Adding one is one module listed in MODULES.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+
+from harness.registry import import_listed, registrar
 
 JUDGES: dict[str, type] = {}
 MODULES = ("openai", "local", "reward_model", "verifier", "pairrm")
-
-
-def judge(name: str):
-    def register(cls):
-        JUDGES[name] = cls
-        return cls
-    return register
+judge = registrar(JUDGES)
 
 
 def load_judges() -> dict[str, type]:
-    for module in MODULES:
-        importlib.import_module(f"harness.judges.{module}")
+    import_listed("harness.judges", MODULES)
     return JUDGES
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from harness.config.loader import ConfigError
+from harness.registry import registrar
 from harness.report import data
 from harness.report.data import NoData
 from harness.report.tables import ColumnSpec, TableSpec
@@ -20,18 +21,8 @@ TABLE_PRESETS: dict[str, Callable[["StudyInfo"], tuple[TableSpec, list[str]]]] =
 PLOT_PRESETS: dict[str, Callable] = {}
 
 
-def table_preset(name: str):
-    def register(fn):
-        TABLE_PRESETS[name] = fn
-        return fn
-    return register
-
-
-def plot_preset(name: str):
-    def register(fn):
-        PLOT_PRESETS[name] = fn
-        return fn
-    return register
+table_preset = registrar(TABLE_PRESETS)
+plot_preset = registrar(PLOT_PRESETS)
 
 
 def load_plot_presets() -> dict[str, Callable]:
