@@ -37,7 +37,7 @@ def _gpu_count() -> int:
         return 0
 
 
-def _ingest(layout: Layout, plan: Plan, storage_url: str | None, echo) -> None:
+def _ingest(layout: Layout, plan: Plan, storage_url: str | None, echo, quiet: bool = False) -> None:
     try:
         from harness.store.ingest import ingest
     except ImportError:
@@ -49,7 +49,8 @@ def _ingest(layout: Layout, plan: Plan, storage_url: str | None, echo) -> None:
     except StoreError as err:  # e.g. a long `harness query` holds the file: ingest again later
         echo(f"ingest skipped: {err}")
         return
-    echo(f"ingested into {layout.results / 'harness.duckdb'}: {counts}")
+    if counts.get("ingested") or not quiet:
+        echo(f"ingested into {layout.results / 'harness.duckdb'}: {counts}")
 
 
 def _worker_cmd(grid_file: str, overrides, storage_url: str | None, index: int, rerun) -> list[str]:
@@ -77,7 +78,7 @@ def run_grid(plan: Plan, overrides=(), workers: int | None = None, storage_url: 
         while any(p.poll() is None for p in procs):
             time.sleep(1)
             if time.time() - last > ingest_every:
-                _ingest(layout, plan, storage_url, echo)
+                _ingest(layout, plan, storage_url, echo, quiet=True)  # as it goes; says so only when trials land
                 last = time.time()
     _ingest(layout, plan, storage_url, echo)
     summary = summarize(load_study(plan, storage), plan)
