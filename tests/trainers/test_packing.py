@@ -96,6 +96,9 @@ def test_packed_logps_and_loss_equal_padded_forward(toy_model, toy_tokenizer, ma
     with torch.no_grad():  # a non-trivial model: perturb the seeded init so log-probs differ per token
         for p in toy_model.parameters():
             p.add_(0.02 * torch.randn_like(p))
+    # float64: in float32 a sum of ~100 log-probs (about -120) carries ~1.5e-5 of rounding (1 ulp),
+    # which would make a 1e-5 tolerance test the summation order, not the packing.
+    toy_model.double()
     rows, _ = tokenize_pairs(toy_tokenizer, PAIRS, max_length)
     ensure_fused_lm_head(toy_model)
     toy_model.eval()
