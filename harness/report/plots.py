@@ -48,11 +48,11 @@ def _pyplot():
     return plt
 
 
-def _figure(n_panels: int, title: str):
+def _figure(n_panels: int, title: str, cols: int | None = None, width: float = 4.6):
     plt = _pyplot()
-    cols = min(n_panels, 3)
+    cols = cols or min(n_panels, 3)
     rows = math.ceil(n_panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows + 1.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows + 1.0), squeeze=False, layout="constrained")
     for extra in axes.flat[n_panels:]:
         extra.remove()
     fig.suptitle(title)
@@ -73,9 +73,8 @@ def _finish(fig, panels: list, footer: str) -> None:
         bottom += 0.2 * math.ceil(len(labels[0]) / ncol) + 0.1
     else:
         for ax, (handles, names) in zip(panels, entries):
-            if names:
-                ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1 if len(names) > 4 else 2,
-                          fontsize=7, frameon=False)
+            if names:  # beside the panel: long setting labels never run into the neighbouring panels
+                ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.get_layout_engine().set(rect=(0, bottom / height, 1, 1 - bottom / height))  # (left, bottom, width, height)
     fig.text(0.01, 0.06 / height, footer, fontsize=7, color="0.35", ha="left", va="bottom")
 
@@ -251,7 +250,7 @@ def loss_curves(con, study: str):
     if frame.empty:
         raise NoData(f"study {study} has no `loss` curves")
     stages = sorted(frame["stage"].unique(), key=lambda s: frame.loc[frame["stage"] == s, "kind"].iloc[0] != "sft")
-    fig, panels = _figure(len(stages), "Training loss")
+    fig, panels = _figure(len(stages), "Training loss", cols=1, width=12)  # one row per stage: room for labels
     axes = data.axes_of(data.trials(con, study))
     for ax, stage in zip(panels, stages):
         sub = frame[frame["stage"] == stage]
