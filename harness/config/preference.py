@@ -9,24 +9,15 @@ is a key a grid can vary: `beta`,
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from harness.config.eval import JudgeConfig
-from harness.config.schema import DataSpec, LoopSpec, ModelSpec
+from harness.config.schema import DataSources, LoopSpec, ModelSpec
 
 
-def _data_list(value):
-    """`data:` may be one source (string or mapping) or a list of them."""
-    if isinstance(value, (str, dict)):
-        value = [value]
-    if isinstance(value, list):
-        value = [{"source": v} if isinstance(v, str) else v for v in value]
-    return value
-
-
-PairSources = Annotated[list[DataSpec], BeforeValidator(_data_list), Field(min_length=1)]
+PairSources = DataSources
 
 
 class PreferenceLoss(LoopSpec):

@@ -5,9 +5,9 @@ in `ablations/toy/` override them for CPU. Unknown keys are errors everywhere.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 
 class Strict(BaseModel):
@@ -37,6 +37,18 @@ class DataSpec(Strict):
     @property
     def label(self) -> str:
         return self.name or self.source
+
+
+def _data_list(value):
+    """`data:` may be one source (string or mapping) or a list of them."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if isinstance(value, list):
+        value = [{"source": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+DataSources = Annotated[list[DataSpec], BeforeValidator(_data_list), Field(min_length=1)]
 
 
 class LoopSpec(Strict):
@@ -73,7 +85,7 @@ class SFTConfig(LoopSpec):
 
     stage: Literal["sft"] = "sft"
     model: ModelSpec = ModelSpec()
-    data: list[DataSpec]
+    data: DataSources
     output_dir: str | None = None
     packing: Literal["none", "concat", "isolated"] = "isolated"
     loss_mask: Literal["all", "assistant"] = "assistant"
@@ -81,19 +93,3 @@ class SFTConfig(LoopSpec):
     lr: PositiveFloat = 2e-5
     batch_size: PositiveInt = 32
     epochs: PositiveFloat = 3.0
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _one_or_many(cls, value):
-        if isinstance(value, (str, dict)):
-            value = [value]
-        if isinstance(value, list):
-            value = [{"source": v} if isinstance(v, str) else v for v in value]
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _not_empty(cls, value):
-        if not value:
-            raise ValueError("at least one data source is required")
-        return value
