@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from harness.bench import bench
-from harness.bench.packing import shared_data_dir
+from harness.evals.scorers import shared_data_dir
 
 BETAS = (0.05, 0.1, 0.2, 0.5)
 

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 import resource
 import time
-from pathlib import Path
 
 from harness.bench import bench
+from harness.evals.scorers import shared_data_dir
 
 MODES = ("none", "concat", "isolated")
-
-
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("HARNESS_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 
 
 def tokenized_examples(n: int, max_length: int, seed: int = 0) -> list[dict]:
