@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -43,8 +44,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
 
 
+@lru_cache(maxsize=1)
+def toylab_source_hash() -> str:
+    """Hash of the toy lab's code (tasks, datasets, build). Part of every cache key: the tokenizer is
+    trained on generated task text, so a task change without it left a stale tokenizer in old caches
+    while fresh machines built another one, and the same spec gave different models."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def spec_hash(spec: dict) -> str:
-    return hashlib.sha256(json.dumps({**spec, "build_version": BUILD_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    key = {**spec, "build_version": BUILD_VERSION, "toylab_source": toylab_source_hash()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_once(kind: str, spec: dict, build: Callable[[Path], None]) -> Path:

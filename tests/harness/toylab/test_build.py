@@ -33,3 +33,15 @@ def test_cache_location_is_overridable(tmp_path, monkeypatch):
     path = build.build_once("thing", {"a": 1}, lambda out: calls.append(out) or (out / "x").write_text("1"))
     again = build.build_once("thing", {"a": 1}, lambda out: calls.append(out))
     assert path == again and path.parent.parent == tmp_path and len(calls) == 1 and (path / "x").read_text() == "1"
+
+
+def test_tokenizer_build_is_reproducible_and_keyed_by_the_toylab_code(tmp_path, monkeypatch):
+    """Two builds give the same bytes, so a fresh machine trains what a warm cache holds; and the
+    cache key covers the toy lab's code, whose generated text the tokenizer is trained on."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    build._build_tokenizer(first)
+    build._build_tokenizer(second)
+    assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
+    key = build.spec_hash(build.TOKENIZER_SPEC)
+    monkeypatch.setattr(build, "toylab_source_hash", lambda: "other toy lab code")
+    assert build.spec_hash(build.TOKENIZER_SPEC) != key
