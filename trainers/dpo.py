@@ -16,10 +16,13 @@ logps/{chosen,rejected}, plus
                       the policy's sequence probabilities prefer chosen
   gamma_ref           mean γ of the batch; nll/chosen; loss/preference; positions (processed)
 and, once at step 0, one row `gamma_ref/<i>` per pair (i = index in `pairs`) and `gamma_ref/mean`.
+With `cfg.eval_every`, `cfg.eval_pairs` pairs are held out of training (seeded) and evaluated every
+`eval_every` steps: the same metrics prefixed `eval_` (eval_loss, eval_rewards/margins, ...).
 """
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +177,22 @@ def prepare_reference(model, tokenizer, pairs: list[dict], cfg, reference_model,
     return rows, info
 
 
+def hold_out(pairs: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training pairs, n held-out pairs): a seeded choice, training keeps its order."""
+    if n >= len(pairs):
+        raise ValueError(f"eval_pairs={n} leaves no training pairs out of {len(pairs)}: lower eval_pairs")
+    held = set(random.Random(seed).sample(range(len(pairs)), n))
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def eval_args(cfg) -> dict:
+    """Trainer arguments for the held-out eval every `cfg.eval_every` steps (none without it)."""
+    if not getattr(cfg, "eval_every", None):
+        return {}
+    return {"eval_strategy": "steps", "eval_steps": cfg.eval_every, "per_device_eval_batch_size": cfg.micro_batch_size,
+            "prediction_loss_only": True}
+
+
 def train_dpo(model, tokenizer, pairs: list[dict], cfg, output_dir: Path, *, reference_model=None,
               reference_key: str, ref_cache_dir: Path | None = None, callbacks=()) -> DPOResult:
     """Train `model` on preference `pairs` ({prompt, chosen, rejected, source}, plain text).
@@ -189,6 +208,10 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, output_dir: Path, *, ref
     checkpoints = output_dir / "checkpoints"
     resume = last_checkpoint(checkpoints)
     ensure_fused_lm_head(model)
+    held_out = []
+    if getattr(cfg, "eval_every", None):
+        pairs, held_out = hold_out(pairs, cfg.eval_pairs, cfg.seed)
+        held_out, _ = prepare_reference(model, tokenizer, held_out, cfg, reference_model, reference_key, ref_cache_dir)
     rows, ref = prepare_reference(model, tokenizer, pairs, cfg, reference_model, reference_key, ref_cache_dir)
     if resume is None:
         write_gamma_rows(curves_path, ref["kept"], ref["gammas"])
@@ -196,9 +219,10 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, output_dir: Path, *, ref
     curves = CurvesCallback(curves_path)
     trainer = PaddingFreeDPOTrainer(
         model=model,
-        args=trl_dpo_config(cfg, checkpoints),
+        args=trl_dpo_config(cfg, checkpoints, **eval_args(cfg)),
         data_collator=PackedPairCollator(tokenizer.pad_token_id, cfg.max_length),
         train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         callbacks=[curves, LogLastStep(), *callbacks],
         loss_spec=LossSpec.from_config(cfg),

@@ -50,6 +50,10 @@ class DPOConfig(PreferenceLoss):
     data: PairSources
     output_dir: str | None = None
     ref_cache: bool = True  # reuse reference log-probs across runs ($HARNESS_CACHE/ref_logps)
+    # Held-out eval while training: every `eval_every` steps, DPO's loss and rewards on `eval_pairs`
+    # pairs held out of `data` (seeded), logged as eval_* curves; a search's pruner can stop the stage on them.
+    eval_every: PositiveInt | None = None
+    eval_pairs: PositiveInt = 64
 
 
 class SDPOConfig(DPOConfig):

@@ -9,6 +9,8 @@
         dpo.beta: {low: 0.01, high: 1.0, log: true}
         dpo.lr: {low: 1.0e-5, high: 1.0e-3, log: true}
       pruner: {type: median, n_startup_trials: 2}   # prune at an intermediate eval
+      # or inside the DPO stage, on its held-out eval curve (needs dpo.eval_every):
+      # pruner: {type: median, metric: dpo.eval_rewards/margins}
 
 Lists under the grid file's `grid:` become choices of the search too, and `conditional:` axes are
 sampled only when their `when` holds. The runner, shared stages, results store and tables are the
@@ -44,15 +46,21 @@ class RangeSpec(Strict):
 
 
 class PrunerSpec(Strict):
-    """Optuna pruning at intermediate evals: the eval stages that run before a trial's last one
-    (`eval.after: [preference, final]`) report the objective; a trial that falls below the median
-    (or percentile) of earlier trials at the same point is stopped and recorded as pruned."""
+    """Optuna pruning on intermediate values; a trial that falls below the median (or percentile) of
+    earlier trials at the same step is stopped and recorded as pruned.
+
+    metric BENCHMARK.METRIC (default: the objective): reported by the eval stages that run before a
+    trial's last one (`eval.after: [preference, final]`), step = training stages done.
+    metric dpo.CURVE (e.g. dpo.eval_rewards/margins, dpo.eval_loss): the DPO stage's held-out eval
+    curve (`dpo.eval_every`), reported while the stage runs, step = DPO step; a pruned trial's DPO
+    stage is stopped midway."""
 
     type: Literal["median", "percentile", "none"] = "median"
     n_startup_trials: NonNegativeInt = 2  # trials that are never pruned, to set the bar
-    n_warmup_steps: NonNegativeInt = 0  # intermediate reports (training stages done) before pruning starts
+    n_warmup_steps: NonNegativeInt = 0  # steps before pruning starts
     percentile: float = 50.0  # type percentile: keep trials above this percentile
-    metric: str | None = None  # BENCHMARK.METRIC reported at intermediate evals (default: the objective)
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None  # the metric's (default: the search's direction)
 
 
 class SearchSpec(Strict):

@@ -8,22 +8,29 @@ so stages that do not depend on the sampled axes keep their keys and are shared:
 trains one SFT. The trial ledger, workers, locks, retries, results store and reports are the grid
 runner's.
 
-Pruning works at stage boundaries: after an eval stage that is not the trial's last (with
-`eval.after: [preference, final]`, the eval of the DPO model before online DPO), the objective is
-reported to the pruner as the intermediate value at step = training stages done; a pruned trial
-skips its remaining stages and is recorded as pruned, not failed. A stage is never killed midway.
+Pruning (`search.pruner`) works at one of two grains:
+- inside the DPO stage, when `pruner.metric` names one of its curves (`dpo.eval_rewards/margins`
+  with `dpo.eval_every`): the runner tails the stage's curves.jsonl while it trains, reports each new
+  value at step = DPO step, and stops the stage (SIGTERM) once the pruner says so;
+- at stage boundaries otherwise: after an eval stage that is not the trial's last (with
+  `eval.after: [preference, final]`, the eval of the DPO model before online DPO), the metric
+  (default: the objective) is reported at step = training stages done.
+A pruned trial skips its remaining stages and is recorded as pruned, not failed; a stopped stage
+keeps no DONE, so no other trial reads it as a result.
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 
 from harness.config.loader import ConfigError, line_of
 from harness.config.search import RangeSpec, SearchSpec
 from harness.grid.expand import Plan, add_point
-from harness.runner.launch import StageFailed
+from harness.runner.launch import StageFailed, StageStopped
 from harness.runner.runner import Worker, _now
 
 S = optuna.trial.TrialState
@@ -116,6 +123,20 @@ def _check_search(grid, file: str, lines) -> None:
             fail("sampler grid needs lists of values, not ranges", *path)
     if spec.sampler == "grid" and grid.conditional:
         fail("sampler grid cannot sample conditional axes: use tpe or random", "search", "sampler")
+    if spec.pruner is not None and spec.pruner.metric:
+        _check_pruner_metric(grid, spec.pruner.metric, fail)
+
+
+def _check_pruner_metric(grid, metric: str, fail) -> None:
+    stage, _, curve = metric.partition(".")
+    if not curve:
+        fail(f"pruner metric {metric!r} must be BENCHMARK.METRIC or dpo.CURVE", "search", "pruner", "metric")
+    if stage not in grid.pipeline or stage == "eval":
+        return  # a benchmark metric, reported at the stage boundaries
+    if stage != "dpo":
+        fail(f"pruning inside a stage watches the DPO stage's curves (dpo.CURVE), not {stage}'s", "search", "pruner", "metric")
+    if curve.startswith("eval_") and not (grid.pipeline["dpo"].get("eval_every") or "dpo.eval_every" in space_of(grid)):
+        fail(f"{metric} is a held-out eval curve: set pipeline.dpo.eval_every (and eval_pairs)", "search", "pruner", "metric")
 
 
 def corners(grid) -> list[dict]:
@@ -133,12 +154,20 @@ def corners(grid) -> list[dict]:
     return out
 
 
+def _describe_pruner(grid) -> str:
+    metric = PruningMetric.of(grid)
+    if metric is None:
+        return ""
+    where = "while the DPO stage trains" if metric.stage_kind else "at the evals before a trial's last"
+    return f", pruner {grid.search.pruner.type} on {metric.name} {where}"
+
+
 def describe_search(plan: Plan) -> str:
     spec, grid = plan.grid.search, plan.grid
     out = [f"study {plan.study}: search with {spec.sampler} sampler (seed {spec.seed}), {spec.n_trials} trials, "
            f"{spec.direction} {spec.objective}"
            + (f", TPE's first {spec.startup_trials()} trials random" if spec.sampler == "tpe" else "")
-           + (f", pruner {spec.pruner.type} at intermediate evals" if spec.pruner and spec.pruner.type != "none" else "")]
+           + _describe_pruner(grid)]
     for axis, s in space_of(grid).items():
         out.append(f"  {axis}: " + (f"one of {s}" if isinstance(s, list) else
                                     f"{s.type} in [{s.low:g}, {s.high:g}]" + (" (log)" if s.log else "")))
@@ -157,33 +186,107 @@ def describe_search(plan: Plan) -> str:
 
 # ---------------------------------------------------------------- running
 
+@dataclass(frozen=True)
+class PruningMetric:
+    """What the pruner is fed: a benchmark metric at stage boundaries, or a curve of a training
+    stage (`stage_kind` set) while it runs. `sign` turns the metric into the search's direction."""
+
+    name: str
+    stage_kind: str | None
+    curve: str | None
+    sign: float
+
+    @classmethod
+    def of(cls, grid) -> "PruningMetric | None":
+        spec = grid.search
+        if spec.pruner is None or spec.pruner.type == "none":
+            return None
+        name = spec.pruner.metric or spec.objective
+        sign = -1.0 if spec.pruner.direction not in (None, spec.direction) else 1.0
+        stage, _, curve = name.partition(".")
+        in_stage = stage in grid.pipeline and stage != "eval"
+        return cls(name, stage if in_stage else None, curve if in_stage else None, sign)
+
+
+class CurveTail:
+    """New values of one curve in a stage's curves.jsonl, read incrementally while the stage writes it."""
+
+    def __init__(self, path: Path, curve: str):
+        self.path, self.curve, self.offset = Path(path), curve, 0
+
+    def new_values(self) -> list[tuple[int, float]]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next poll
+        self.offset += len(complete.encode())
+        rows = (json.loads(line) for line in complete.splitlines() if line.strip())
+        return [(int(r["step"]), float(r["value"])) for r in rows if r["name"] == self.curve]
+
+
 class SearchWorker(Worker):
-    """The grid Worker with sampled points, and pruning at intermediate evals."""
+    """The grid Worker with sampled points, and pruning at intermediate values (PruningMetric)."""
 
     def __init__(self, plan: Plan, layout, settings, rerun=frozenset(), echo=print):
         super().__init__(plan, layout, settings, rerun, objective=plan.grid.search.objective, echo=echo)
-        pruner = plan.grid.search.pruner
-        self.pruning = pruner is not None and pruner.type != "none"
+        self.pruning = PruningMetric.of(plan.grid)
+        self.tails: dict[str, CurveTail] = {}
+        self.reported: dict[int, float] = {}  # this trial's intermediate values, by step
 
     def run_trial(self, trial: optuna.Trial) -> float:
+        self.reported = {}
         point = add_point(self.plan, suggest_axes(trial, self.plan.grid))
         return self.run_point(trial, point)
 
+    def _watched(self, record: dict) -> bool:
+        return self.pruning is not None and self.pruning.stage_kind == record["kind"]
+
+    def stage_watch(self, trial: optuna.Trial, record: dict):
+        """While the watched stage trains: report its new curve values; True (stop it) once pruned."""
+        if not self._watched(record):
+            return None
+        tail = self.tails[record["stage_key"]] = CurveTail(Path(record["path"]) / "curves.jsonl", self.pruning.curve)
+        return lambda: self._report(trial, tail.new_values())
+
+    def _report(self, trial: optuna.Trial, values: list[tuple[int, float]]) -> bool:
+        for step, value in values:
+            if step not in self.reported:  # a resumed stage logs its steps again
+                self.reported[step] = self.pruning.sign * value
+                trial.report(self.reported[step], step)
+        return bool(values) and trial.should_prune()
+
     def after_stage(self, trial: optuna.Trial, records: list[dict], index: int) -> None:
         record = records[index]
-        if not self.pruning or record["kind"] != "eval" or index == len(records) - 1:
+        if self._watched(record):  # values written after the last poll, or all of a stage reused from disk
+            tail = self.tails.pop(record["stage_key"], None) or CurveTail(Path(record["path"]) / "curves.jsonl", self.pruning.curve)
+            if self._report(trial, tail.new_values()):
+                self._prune(trial, records, index, f"after {record['name']}")
+            return
+        if self.pruning is None or self.pruning.stage_kind or record["kind"] != "eval" or index == len(records) - 1:
             return
         step = sum(r["kind"] != "eval" for r in records[:index])
-        value = self.objective_value([record])
-        trial.report(value, step)
-        if trial.should_prune():
-            for later in records[index + 1:]:
-                later["status"] = "skipped"
-            trial.set_user_attr("stages", records)
-            trial.set_user_attr("pruned_after", record["name"])
-            trial.set_user_attr("finished_at", _now())
-            self.echo(f"trial {trial.number} pruned after {record['name']} ({self.objective_name}={value:.4f})")
-            raise optuna.TrialPruned(f"pruned after {record['name']}: {self.objective_name}={value:.4f}")
+        if self._report(trial, [(step, self.metric_value([record], self.pruning.name))]):
+            self._prune(trial, records, index, f"after {record['name']}")
+
+    def stopped(self, trial: optuna.Trial, records: list[dict], index: int, err: StageStopped) -> None:
+        records[index]["status"] = "pruned"
+        self.tails.pop(records[index]["stage_key"], None)
+        self._prune(trial, records, index, f"during {records[index]['name']}")
+
+    def _prune(self, trial: optuna.Trial, records: list[dict], index: int, when: str) -> None:
+        for later in records[index + 1:]:
+            later["status"] = "skipped"
+        last_step, value = max(self.reported.items())
+        trial.set_user_attr("stages", records)
+        trial.set_user_attr("pruned_after", records[index]["name"])
+        trial.set_user_attr("pruned_at", {"when": when, "step": last_step, "metric": self.pruning.name,
+                                          "value": self.pruning.sign * value})
+        trial.set_user_attr("finished_at", _now())
+        message = f"pruned {when} at step {last_step} ({self.pruning.name}={self.pruning.sign * value:.4f})"
+        self.echo(f"trial {trial.number} {message}")
+        raise optuna.TrialPruned(message)
 
 
 def counts(study: optuna.Study) -> dict[str, int]:

@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -22,6 +23,14 @@ from harness.runner import stagedir
 
 class StageFailed(RuntimeError):
     """A stage subprocess exited non-zero; the message is the stage and its last error line."""
+
+
+class StageStopped(RuntimeError):
+    """The runner stopped a running stage because its watcher asked to (a pruned search trial)."""
+
+
+Watch = Callable[[], bool]  # polled while a stage runs; True stops it
+WATCH_EVERY = 1.0  # seconds between polls
 
 
 @dataclass
@@ -73,11 +82,34 @@ def die_with_parent() -> None:
         pass
 
 
-def run_subprocess(cmd: list[str], log: Path, env: dict) -> int:
+def run_subprocess(cmd: list[str], log: Path, env: dict, watch: Watch | None = None) -> int:
+    """Run `cmd` to its end, its output appended to `log`. With `watch`, poll it every WATCH_EVERY
+    seconds and stop the process (SIGTERM, then SIGKILL) when it returns True: raises StageStopped."""
     with log.open("ab") as out:
         out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
-        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent).returncode
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=WATCH_EVERY if watch else None)
+                except subprocess.TimeoutExpired:
+                    if watch():
+                        _stop(proc)
+                        out.write(b"stopped by the runner (search trial pruned)\n")
+                        raise StageStopped(f"{log.parent.name} stopped by the runner")
+        finally:
+            if proc.poll() is None:  # the runner itself is being interrupted: take the stage down with it
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _env(settings: LaunchSettings) -> dict:
@@ -88,8 +120,10 @@ def _env(settings: LaunchSettings) -> dict:
     return env
 
 
-def launch(kind: str, config: dict, out: Path, settings: LaunchSettings, eval_cfg: dict | None = None) -> float:
-    """Run the stage to completion (DONE written). Returns its wall seconds. Raises StageFailed."""
+def launch(kind: str, config: dict, out: Path, settings: LaunchSettings, eval_cfg: dict | None = None,
+           watch: Watch | None = None) -> float:
+    """Run the stage to completion (DONE written). Returns its wall seconds. Raises StageFailed, or
+    StageStopped when `watch` (polled while it runs) asked to stop it."""
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "input.yaml"
     stagedir.atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
@@ -100,15 +134,15 @@ def launch(kind: str, config: dict, out: Path, settings: LaunchSettings, eval_cf
     log = out / "log"
     start = time.time()
     if settings.launcher == "slurm":
-        code = _submit_slurm(cmd, log, _env(settings), out, settings.slurm or {})
+        code = _submit_slurm(cmd, log, _env(settings), out, settings.slurm or {}, watch)
     else:
-        code = run_subprocess(cmd, log, _env(settings))
+        code = run_subprocess(cmd, log, _env(settings), watch)
     if code != 0 or not stagedir.is_done(out):
         raise StageFailed(f"{out.name} failed (exit {code}): {_last_error_line(log)}")
     return time.time() - start
 
 
-def _submit_slurm(cmd: list[str], log: Path, env: dict, out: Path, slurm: dict) -> int:
+def _submit_slurm(cmd: list[str], log: Path, env: dict, out: Path, slurm: dict, watch: Watch | None = None) -> int:
     """One Slurm job per stage through submitit; `slurm.local` uses submitit's local executor."""
     try:
         import submitit
@@ -123,6 +157,11 @@ def _submit_slurm(cmd: list[str], log: Path, env: dict, out: Path, slurm: dict) 
                                          "cpus_per_task": slurm.get("cpus_per_task")}.items() if v is not None})
     executor.update_parameters(**params)
     job = executor.submit(run_subprocess, cmd, log, env)
+    while watch is not None and not job.done():
+        if watch():
+            job.cancel()
+            raise StageStopped(f"slurm job {job.job_id} cancelled by the runner (search trial pruned)")
+        time.sleep(WATCH_EVERY)
     try:
         return job.result()
     except Exception as err:  # the job died (preempted past its requeues, killed, node failure)

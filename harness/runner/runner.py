@@ -20,7 +20,7 @@ import optuna
 
 from harness.grid.expand import Plan, StageNode
 from harness.runner import stagedir
-from harness.runner.launch import LaunchSettings, StageFailed, launch, stage_lock
+from harness.runner.launch import LaunchSettings, StageFailed, StageStopped, Watch, launch, stage_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -178,7 +178,7 @@ class Worker:
         self.plan, self.layout, self.settings, self.rerun = plan, layout, settings, set(rerun)
         self.objective_name, self.echo = objective or plan.grid.objective, echo
 
-    def run_stage(self, node: StageNode) -> float:
+    def run_stage(self, node: StageNode, watch: Watch | None = None) -> float:
         out = self.layout.stage_dir(node)
         with stage_lock(out):
             if stagedir.is_done(out) and node.kind not in self.rerun:
@@ -186,7 +186,7 @@ class Worker:
             if stagedir.is_done(out):
                 (out / "DONE").unlink()
                 self.rerun.discard(node.kind)  # once per run, not once per trial sharing it
-            return launch(node.kind, *self._resolved(node, out), self.settings, self._eval_cfg(node))
+            return launch(node.kind, *self._resolved(node, out), self.settings, self._eval_cfg(node), watch)
 
     def _model_dir(self, key: str) -> Path:
         return self.layout.stage_dir(self.plan.stages[key]) / "model"
@@ -228,10 +228,15 @@ class Worker:
                 record["status"] = "running"
                 record["started"] = time.time()
                 trial.set_user_attr("stages", records)
-                record["seconds"] = self.run_stage(self.plan.stages[record["stage_key"]])
+                record["seconds"] = self.run_stage(self.plan.stages[record["stage_key"]], self.stage_watch(trial, record))
                 record["ended"] = time.time()
                 record["status"] = "complete"
                 self.after_stage(trial, records, i)
+        except StageStopped as err:
+            record["ended"] = time.time()
+            record["seconds"] = record["ended"] - record["started"]
+            self.stopped(trial, records, i, err)
+            raise
         except StageFailed as err:
             record["status"] = "failed"
             trial.set_user_attr("stages", records)
@@ -249,18 +254,30 @@ class Worker:
     def after_stage(self, trial: optuna.Trial, records: list[dict], index: int) -> None:
         """Hook after each finished stage: a search reports intermediate evals here and may prune."""
 
+    def stage_watch(self, trial: optuna.Trial, record: dict) -> Watch | None:
+        """Polled while a stage runs (None: the grid runner never stops a stage midway)."""
+        return None
+
+    def stopped(self, trial: optuna.Trial, records: list[dict], index: int, err: StageStopped) -> None:
+        """Hook when a stage_watch stopped a stage: a search records the trial as pruned."""
+
     def _record(self, node: StageNode, status: str) -> dict:
         return {"kind": node.kind, "name": node.name, "stage_key": node.key,
                 "path": str(self.layout.stage_dir(node).resolve()), "status": status, "seconds": None}
 
     def objective_value(self, records: list[dict]) -> float:
+        return self.metric_value(records, self.objective_name)
+
+    @staticmethod
+    def metric_value(records: list[dict], name: str | None) -> float:
+        """BENCHMARK.METRIC `name` (None: the first metric) of the last eval stage among `records`."""
         evals = [r for r in records if r["kind"] == "eval"]
         if not evals:
             return 0.0
         rows = json.loads((Path(evals[-1]["path"]) / "metrics.json").read_text())
         rows = [r for r in rows if r.get("value") is not None]  # a benchmark whose judgments all failed
         for row in rows:
-            if self.objective_name in (None, f"{row['benchmark']}.{row['metric']}"):
+            if name in (None, f"{row['benchmark']}.{row['metric']}"):
                 return float(row["value"])
         return float(rows[0]["value"]) if rows else 0.0
 

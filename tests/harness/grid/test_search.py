@@ -49,6 +49,10 @@ def test_plan_describes_the_space_and_the_stages_every_trial_shares(tmp_path):
     (SEARCH.replace("sampler: tpe", "sampler: grid"), ":10: search.space.dpo.beta: sampler grid needs lists"),
     (SEARCH.replace("objective: toy.accuracy", "objective: accuracy"), ":8: search.objective: Value error, objective"),
     (SEARCH + "zip:\n  - {dpo.max_steps: [5, 6], dpo.batch_size: [8, 4]}\n", ":12: zip: zip axes cannot be searched"),
+    (SEARCH + "  pruner: {metric: dpo.eval_loss, direction: minimize}\n",
+     ":12: search.pruner.metric: dpo.eval_loss is a held-out eval curve: set pipeline.dpo.eval_every"),
+    (SEARCH + "  pruner: {metric: sft.loss}\n", ":12: search.pruner.metric: pruning inside a stage watches the DPO stage"),
+    (SEARCH + "  pruner: {metric: dpo}\n", ":12: search.pruner.metric: pruner metric 'dpo' must be BENCHMARK.METRIC"),
 ])
 def test_bad_search_sections_are_one_line_errors(tmp_path, tail, expected):
     path = grid_file(tmp_path, BASE + tail)
@@ -168,3 +172,95 @@ def test_tpe_improves_on_its_first_trial_more_often_than_random():
     # count is held to at-least-as-often and the best value found must be higher.
     assert tpe["improved_on_first"] >= rnd["improved_on_first"]
     assert tpe["mean_best"] > rnd["mean_best"]
+
+
+# ---------------------------------------------------------------- pruning inside the DPO stage
+
+IN_STAGE_GRID = """study: toy_prune_in_stage
+results_dir: {results}
+pipeline:
+  dpo: {{model: {{path: {start}}}, data: [{{source: "toy:prefs", size: 160}}], max_steps: 80, batch_size: 16,
+        micro_batch_size: 16, max_length: 128, ref_cache: false, log_every: 4, eval_every: 4, eval_pairs: 32}}
+  eval: {{suite: [toy], limit: 50}}
+search:
+  sampler: random
+  n_trials: 2
+  objective: toy.accuracy
+  space:
+    dpo.lr: {{low: 1.0e-6, high: 1.0e-3, log: true}}
+  pruner: {{type: median, n_startup_trials: 1, metric: dpo.eval_rewards/margins}}
+execution: {{threads_per_worker: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_pruner_stops_a_running_dpo_stage_on_its_held_out_eval(tmp_path, monkeypatch):
+    """Trial 0 (lr 1e-3) trains its 80 DPO steps and sets the bar: held-out reward margins at every 4th
+    step. Trial 1 (lr 1e-6) barely moves its margins, falls below that bar at its first eval, and the
+    runner stops its DPO subprocess midway: the trial is pruned, its eval stage never runs, and the
+    stopped stage directory holds no DONE."""
+    from harness.bench.search import sft_start
+    from harness.runner.runner import Layout, load_study, open_storage
+    from harness.runner.study import run_grid
+    from harness.store.query import query
+
+    monkeypatch.chdir(tmp_path)
+    path = grid_file(tmp_path, IN_STAGE_GRID.format(results=tmp_path / "results", start=sft_start()))
+    plan = load_plan(path)
+    assert "pruner median on dpo.eval_rewards/margins while the DPO stage trains" in describe(plan)
+    storage = open_storage(None, Layout(tmp_path / "results"), plan.study)
+    study = load_study(plan, storage)
+    study.enqueue_trial({"dpo.lr": 1e-3})
+    study.enqueue_trial({"dpo.lr": 1e-6})
+    summary = run_grid(load_plan(path), echo=print)
+    assert summary["ok"] and summary["states"] == {"complete": 1, "pruned": 1}, summary
+
+    good, bad = sorted(load_study(plan, storage).get_trials(deepcopy=False), key=lambda t: t.number)
+    assert sorted(good.intermediate_values) == list(range(4, 81, 4))  # every held-out eval of a full stage
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    pruned_at = bad.user_attrs["pruned_at"]
+    assert pruned_at["when"] == "during preference" and pruned_at["metric"] == "dpo.eval_rewards/margins"
+    assert pruned_at["value"] < good.intermediate_values[pruned_at["step"]]
+    assert [r["status"] for r in bad.user_attrs["stages"]] == ["pruned", "skipped"]
+
+    stage = tmp_path / "results" / "stages" / bad.user_attrs["stages"][0]["path"].split("/")[-1]
+    assert not (stage / "DONE").exists() and "stopped by the runner" in (stage / "log").read_text()
+    steps = [json.loads(line)["step"] for line in (stage / "curves.jsonl").read_text().splitlines()]
+    assert max(steps) < 80  # stopped midway, not after the fact
+    assert len(list((tmp_path / "results" / "stages").glob("eval-*"))) == 1
+
+    states = json.loads(query("SELECT status, count(*) AS n FROM trials GROUP BY status ORDER BY status", fmt="json",
+                              results_dir=tmp_path / "results"))
+    assert states == [{"status": "complete", "n": 1}, {"status": "pruned", "n": 1}]
+
+
+def test_a_watch_stops_a_running_subprocess(tmp_path):
+    """launch's poll loop: a real child process, stopped (SIGTERM) on the watch's third poll."""
+    import sys
+    import time
+
+    from harness.runner.launch import StageStopped, run_subprocess
+
+    polls = []
+    log = tmp_path / "stage" / "log"
+    log.parent.mkdir()
+    start = time.time()
+    with pytest.raises(StageStopped, match="stage stopped by the runner"):
+        run_subprocess([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], log, {},
+                       watch=lambda: polls.append(1) or len(polls) >= 3)
+    assert len(polls) == 3 and time.time() - start < 30
+    assert "started" in log.read_text() and "stopped by the runner" in log.read_text()
+
+
+def test_curve_tail_reads_only_complete_new_lines(tmp_path):
+    from harness.grid.search import CurveTail
+
+    path = tmp_path / "curves.jsonl"
+    tail = CurveTail(path, "eval_loss")
+    assert tail.new_values() == []
+    path.write_text('{"step": 4, "name": "eval_loss", "value": 0.6}\n{"step": 4, "name": "loss", "value": 0.5}\n'
+                    '{"step": 8, "name": "eval_lo')
+    assert tail.new_values() == [(4, 0.6)]
+    with path.open("a") as f:
+        f.write('ss", "value": 0.4}\n')
+    assert tail.new_values() == [(8, 0.4)] and tail.new_values() == []
