@@ -155,22 +155,20 @@ def test_search_through_the_runner_shares_the_sft_prunes_and_lands_in_the_store(
 @pytest.mark.slow
 def test_tpe_improves_on_its_first_trial_more_often_than_random():
     """The comparison (harness bench search): β in [0.01, 1] and lr in [1e-5, 1e-2] (both log) of a 16-step
-    DPO stage from one cached toy SFT model; objective: the DPO reward margin. 6 trials per search, TPE
-    (2 random startup trials) vs random, seeds 0-2; with the same seed both start with the same trials.
-    Counted per search: did any later trial beat its first trial; also how many later trials did."""
+    DPO stage from one cached toy SFT model; objective: the reward margin on 64 held-out pairs. 16 trials
+    per search, TPE (4 random startup trials) vs random, seeds 0-4; with the same seed both start with the
+    same 4 trials. Counted: later trials that beat their search's first trial, pooled over seeds."""
     from harness.bench.search import compare
 
-    result = compare(n_trials=6, seeds=(0, 1, 2), echo=print)
+    result = compare(n_trials=16, seeds=(0, 1, 2, 3, 4), startup=4, echo=print)
     tpe, rnd = result["samplers"]["tpe"], result["samplers"]["random"]
-    assert all(r["finished"] == 6 for r in tpe["runs"] + rnd["runs"])
-    assert [r["values"][:2] for r in tpe["runs"]] == [r["values"][:2] for r in rnd["runs"]]
-    print(f"improved on the first trial: tpe {tpe['improved_on_first']}/3 seeds, random {rnd['improved_on_first']}/3; "
-          f"later trials beating the first: tpe {tpe['later_better']}/15, random {rnd['later_better']}/15; "
+    assert all(r["finished"] == 16 for r in tpe["runs"] + rnd["runs"])
+    assert [r["values"][:4] for r in tpe["runs"]] == [r["values"][:4] for r in rnd["runs"]]
+    print(f"later trials beating the first: tpe {tpe['later_better']}/75, random {rnd['later_better']}/75; "
           f"mean best tpe {tpe['mean_best']:.3f}, random {rnd['mean_best']:.3f}")
-    # Measured: warm cache tpe 3/3 vs random 2/3 seeds; a fresh tox env tied 3/3 vs 3/3 (9/15 later trials
-    # each) while the mean best was 6.84 vs 2.91. Three seeds cannot separate "more often" reliably, so the
-    # count is held to at-least-as-often and the best value found must be higher.
-    assert tpe["improved_on_first"] >= rnd["improved_on_first"]
+    # Measured (fresh toy cache, 2-core CPU): tpe 41/75 vs random 25/75 later trials beat their first;
+    # mean best 9.64 vs 7.33. With 6 trials x 3 seeds the two tied: too few guided trials to tell apart.
+    assert tpe["later_better"] > rnd["later_better"]
     assert tpe["mean_best"] > rnd["mean_best"]
 
 
