@@ -50,6 +50,7 @@ class Results:
     reference: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     continuous: set[str] = field(default_factory=set)  # axes sampled from ranges (a search): no levels to pair
+    objective: str | None = None  # BENCHMARK.METRIC the study optimised: reported first
 
 
 # ---------------------------------------------------------------- levels
@@ -112,6 +113,21 @@ def is_continuous(results: Results, axis: str) -> bool:
 def effect_axes(results: Results) -> list[str]:
     """Axes with at least two levels, seed excluded, in the order given."""
     return [a for a in results.axes if a != SEED_AXIS and len(axis_levels(results, a)) > 1]
+
+
+def same_trials(results: Results) -> dict[tuple[str, str], tuple[str, str]]:
+    """(axis, level) -> the earlier (axis, level) holding exactly the same trials. Zipped axes (packing
+    none with batch 64) are one comparison, reported once under the first axis."""
+    first: dict[frozenset, tuple[str, str]] = {}
+    out = {}
+    for axis in effect_axes(results):
+        ref = reference_level(results, axis)
+        for level in axis_levels(results, axis):
+            ids = frozenset(results.trials.loc[results.trials[axis].map(canon) == level, "trial_id"])
+            if level != ref and ids in first:
+                out[axis, level] = first[ids]
+            first.setdefault(ids, (axis, level))
+    return out
 
 
 # ---------------------------------------------------------------- axes a trial does not use
@@ -303,10 +319,13 @@ def level_costs(results: Results, axes: list[str] | None = None) -> pd.DataFrame
     """Per axis level: trials, cost per trial, spent (distinct stages), saved by sharing within the level."""
     cost, unit = stage_costs(results.stages)
     per_trial = trial_costs(results).merge(results.trials[["trial_id", *results.axes]], on="trial_id")
-    rows = []
+    rows, repeated = [], same_trials(results)
     for axis in axes if axes is not None else effect_axes(results):
         shown = labels(results, axis)
-        for level in axis_levels(results, axis):
+        levels = axis_levels(results, axis)
+        if all((axis, level) in repeated for level in levels if level != reference_level(results, axis)):
+            continue  # every comparison of this axis is another axis's
+        for level in levels:
             at = per_trial[per_trial[axis].map(canon) == level]
             rows.append({"axis": axis, "level": shown[level], "unit": unit, **spent_and_saved(at, cost)})
     return pd.DataFrame(rows, columns=["axis", "level", "unit", "trials", "full", "spent", "saved", "per_trial"])
@@ -322,7 +341,11 @@ def metrics_of(results: Results, benchmark: str | None = None) -> list[tuple[str
         scores = scores[scores["benchmark"] == benchmark]
     with_se = scores[scores["stderr"].notna()]
     chosen = with_se if not with_se.empty else scores
-    return list(dict.fromkeys(zip(chosen["benchmark"], chosen["metric"])))
+    found = list(dict.fromkeys(zip(chosen["benchmark"], chosen["metric"])))
+    objective = tuple(results.objective.split(".", 1)) if results.objective else None
+    benchmarks = list(dict.fromkeys(b for b, _ in found))
+    # the objective first; then each benchmark in order of appearance, its headline (shortest name) first
+    return sorted(found, key=lambda m: (m != objective, benchmarks.index(m[0]), len(m[1]), m[1]))
 
 
 def main_effects(results: Results, metrics: list[tuple[str, str]] | None = None, n_boot: int = N_BOOT,
@@ -331,7 +354,7 @@ def main_effects(results: Results, metrics: list[tuple[str, str]] | None = None,
     metrics = metrics if metrics is not None else metrics_of(results)
     per_trial = trial_costs(results).set_index("trial_id")["cost"] if not results.stages.empty else pd.Series(dtype=float)
     _, unit = stage_costs(results.stages)
-    rows = []
+    rows, repeated = [], same_trials(results)
     for benchmark, metric in metrics:
         table = metric_table(results, benchmark, metric)
         for axis in effect_axes(results):
@@ -339,7 +362,7 @@ def main_effects(results: Results, metrics: list[tuple[str, str]] | None = None,
                 continue
             ref, shown = reference_level(results, axis), labels(results, axis)
             for level in axis_levels(results, axis):
-                if level == ref:
+                if level == ref or (axis, level) in repeated:
                     continue
                 rows.append({"benchmark": benchmark, "metric": metric, "axis": axis, "reference": shown[ref],
                              "level": shown[level], "cost_unit": unit,

@@ -18,7 +18,7 @@ from harness.config.loader import ConfigError
 from harness.report import data
 from harness.report.effects import (N_BOOT, SEED_AXIS, Results, effect_axes, is_continuous, labels,
                                     level_costs, main_effects, mask_unused_axes, metrics_of, reference_level,
-                                    study_cost)
+                                    same_trials, study_cost)
 from harness.report.interactions import interaction
 from harness.report.tables import _md_escape, latex_escape
 
@@ -82,7 +82,9 @@ def load_results(con, study: str, grid=None, stage: str | None = None) -> Result
     levels, reference = grid_levels(grid) if grid is not None else ({}, {})
     ranges = {a for a, s in grid.search.space.items() if not isinstance(s, list)} if grid is not None and grid.search else set()
     trials = mask_unused_axes(trials, stages, axes)
-    return Results(study, trials, scores, _fill_reused(stages), axes, levels, reference, continuous=ranges)
+    objective = (grid.search.objective if grid.search else grid.objective) if grid is not None else None
+    return Results(study, trials, scores, _fill_reused(stages), axes, levels, reference, continuous=ranges,
+                   objective=objective)
 
 
 def _fill_reused(stages: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +118,8 @@ def build_report(results: Results, benchmark: str | None = None, metrics: list[t
     report = EffectsReport(results.study, main_effects(results, metrics, n_boot, seed), level_costs(results, discrete),
                            study_cost(results), notes=notes)
     _pairing_notes(report)
+    _same_trials_notes(report, results)
+    _chance_note(report)
     cells, contrasts = [], []
     for a, b in interactions:
         for axis in (a, b):
@@ -141,6 +145,25 @@ def _pairing_notes(report: EffectsReport) -> None:
     for column, what in (("aliased", "aliased with (not paired on)"), ("nested", "nested axes averaged within pairs")):
         for (axis, value), _ in frame[frame[column] != ""].groupby(["axis", column]):
             report.notes.append(f"{axis}: {what} {value}")
+
+
+def _same_trials_notes(report: EffectsReport, results: Results) -> None:
+    shown = {axis: labels(results, axis) for axis in results.axes}
+    for (axis, level), (first, first_level) in same_trials(results).items():
+        report.notes.append(f"{axis}={shown[axis][level]}: the same trials as {first}={shown[first][first_level]} "
+                            f"(zipped), reported there")
+
+
+def _chance_note(report: EffectsReport) -> None:
+    """How many flags chance alone would give: a 2-SE rule flags ~5% of comparisons with no real effect."""
+    frame = report.effects
+    if frame.empty:
+        return
+    judged = frame[frame["verdict"].isin(["effect", "within noise"])]
+    if len(judged):
+        flagged = int((judged["verdict"] == "effect").sum())
+        report.notes.append(f"{flagged} of {len(judged)} comparisons are beyond noise; about {0.05 * len(judged):.1f} "
+                            f"would be by chance alone if no choice mattered (the rule is ~2 SE per comparison)")
 
 
 # ---------------------------------------------------------------- rendering

@@ -104,6 +104,28 @@ def test_zipped_axes_are_aliased_and_nested_axes_averaged():
     assert method["nested"] == "sdpo.split" and method["n_pairs"] == 6 and method["mean_diff"] == pytest.approx(0.11)
     beta = row(effects, "dpo.beta")
     assert beta["aliased"] == "dpo.lr" and beta["n_pairs"] == 9 and beta["mean_diff"] == pytest.approx(-0.05)
+    assert "dpo.lr" not in set(effects["axis"]) and "dpo.lr" not in set(level_costs(results)["axis"])  # beta's trials
+
+
+def test_report_names_zipped_levels_once_and_how_many_flags_chance_gives():
+    """A one-factor-at-a-time zip (packing none with batch 64, as in the demo): batch 64 holds the trials of
+    packing none, so it is one comparison, reported under packing with a note; and the report says how many
+    of its comparisons a 2-SE rule flags by chance."""
+    from harness.report.effects_report import build_report
+
+    base = {PACKING: "isolated", "sft.batch_size": 16, MASK: "assistant"}
+    variants = [base, {**base, PACKING: "none", "sft.batch_size": 64}, {**base, MASK: "all"}]
+    trials, scores = [], []
+    for i, (point, seed) in enumerate(product(variants, range(4))):
+        trials.append({"trial_id": f"z/{i}", "status": "complete", **point, "seed": seed})
+        scores.append({"trial_id": f"z/{i}", "benchmark": "toy", "metric": "accuracy", "stderr": 0.01,
+                       "value": 0.5 - 0.2 * (point[MASK] == "all") + 0.01 * seed})
+    results = Results("z", pd.DataFrame(trials), pd.DataFrame(scores), axes=[PACKING, "sft.batch_size", MASK, "seed"],
+                      objective="toy.accuracy")
+    report = build_report(results, importance=False, n_boot=200)
+    assert list(report.effects["axis"]) == [PACKING, MASK]
+    assert "sft.batch_size=64: the same trials as sft.packing=none (zipped), reported there" in report.notes
+    assert any(n.startswith("1 of 2 comparisons are beyond noise; about 0.1 would be by chance") for n in report.notes)
 
 
 def test_axes_of_stages_a_trial_skips_do_not_block_its_pairing():
