@@ -79,8 +79,8 @@ def objective_value(beta: float, lr: float, start: Path) -> float:
     return json.loads((build_once("search-bench-trial", spec, build) / "value.json").read_text())
 
 
-def search_values(sampler: str, seed: int, n_trials: int, start: Path, startup: int | None = None) -> list[float]:
-    """One search's trial values, in order: an Optuna study driven by the grid file's search machinery."""
+def run_search(sampler: str, seed: int, n_trials: int, start: Path, startup: int | None = None):
+    """One search: an Optuna study driven by the grid file's search machinery."""
     import optuna
 
     from harness.grid.search import make_sampler, suggest_axes
@@ -89,7 +89,12 @@ def search_values(sampler: str, seed: int, n_trials: int, start: Path, startup: 
     grid = search_grid(sampler, n_trials, seed, startup)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(grid.search, grid))
     study.optimize(lambda t: objective_value(*_beta_lr(suggest_axes(t, grid)), start), n_trials=n_trials)
-    return [t.value for t in study.trials]
+    return study
+
+
+def search_values(sampler: str, seed: int, n_trials: int, start: Path, startup: int | None = None) -> list[float]:
+    """One search's trial values, in order (a process pool's unit of work)."""
+    return [t.value for t in run_search(sampler, seed, n_trials, start, startup).trials]
 
 
 def _beta_lr(axes: dict) -> tuple[float, float]:

@@ -134,6 +134,11 @@ def _config_error(err: ValidationError, file: str, lines, stage: str, point: Poi
 
 def stage_key(kind: str, config: dict, parents: list[str], data_fp: str | None) -> str:
     payload = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    model = config.get("model")
+    if isinstance(model, dict) and model.get("path") == "toy":  # the toy base is built by code: key it by that
+        from harness.toylab.build import toy_base_identity
+
+        payload["toy_base"] = toy_base_identity()
     text = json.dumps({"kind": kind, "config": payload, "parents": parents, "data": data_fp}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -10,6 +10,7 @@ the noise reference, so an axis no more important than the seed is not distingui
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any
@@ -57,11 +58,22 @@ def importance_study(table: pd.DataFrame, trials: pd.DataFrame, axes: list[str],
     usable = table[table["usable"]][["trial_id", "value"]].merge(trials[["trial_id", *axes]], on="trial_id")
     params = usable[axes].map(_param)
     dists = {a: distribution(params[a]) for a in axes}
-    study = optuna.create_study(direction=direction)
+    with _quiet_optuna():  # its INFO line about a new in-memory study is noise under `harness effects`
+        study = optuna.create_study(direction=direction)
     study.add_trials([optuna.trial.create_trial(params={a: _value(row[a], dists[a]) for a in axes}, distributions=dists,
                                                 value=float(value))
                       for (_, row), value in zip(params.iterrows(), usable["value"])])
     return study
+
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def _value(value: Any, dist) -> Any:

@@ -138,6 +138,14 @@ def _build_model(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+BASE_SPEC = {"model": MODEL_SPEC, "tokenizer": TOKENIZER_SPEC}
+
+
+def toy_base_identity() -> str:
+    """What the toy base model is, without building it: its cache key (specs and toy-lab code)."""
+    return spec_hash(BASE_SPEC)
+
+
 def toy_base_model_dir() -> Path:
     """The toy base model (weights + tokenizer), a seeded init keyed by the tokenizer and model specs."""
-    return build_once("toy-base", {"model": MODEL_SPEC, "tokenizer": TOKENIZER_SPEC}, _build_model)
+    return build_once("toy-base", BASE_SPEC, _build_model)

@@ -68,3 +68,16 @@ def test_plans_share_exactly_the_stages_whose_inputs_agree(sft_lrs, betas, seeds
         same_sft = [p.index for p in plan.points if (p.axes["sft.lr"], p.axes["seed"]) == (point.axes["sft.lr"],
                                                                                            point.axes["seed"])]
         assert plan.stages[sft].trials == same_sft
+
+
+def test_a_toy_lab_code_change_rekeys_stages_built_on_the_toy_base_and_toy_data(monkeypatch):
+    """The toy base model and toy datasets come from code, not files: a grid run after a toy-lab change must
+    not reuse stages trained on the old ones (found when a rerun reused SFT stages of an older tokenizer)."""
+    from harness.toylab import build
+
+    grid = GridConfig.model_validate({"pipeline": {"sft": {**SFT, "model": {"path": "toy"}}, "eval": {"suite": ["toy"]}},
+                                      "method": "none"})
+    before = build_plan(grid).chains[0]
+    monkeypatch.setattr(build, "toylab_source_hash", lambda: "other toy lab code")
+    after = build_plan(grid).chains[0]
+    assert before[0] != after[0] and before[1] != after[1]  # SFT re-keyed, so its eval too

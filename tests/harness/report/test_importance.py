@@ -62,3 +62,28 @@ def test_importance_runs_on_a_real_search_study():
     frame = axis_importance(results)
     assert set(frame["evaluator"]) == EVALUATORS and set(frame["axis"]) == {"dpo.beta", "dpo.lr"}
     assert frame["importance"].notna().all() and (frame["n_trials"] == 6).all()
+
+
+def test_importance_does_not_log_its_scratch_study_and_restores_optuna_verbosity():
+    """`harness effects` stderr carried Optuna's INFO line "A new study created in memory" per metric."""
+    import logging
+
+    trials = pd.DataFrame([{"trial_id": f"t/{i}", "status": "complete", "dpo.beta": b, "seed": i // 2}
+                           for i, b in enumerate([0.1, 0.5, 0.1, 0.5])])
+    scores = pd.DataFrame([{"trial_id": f"t/{i}", "benchmark": "toy", "metric": "accuracy", "value": v, "stderr": 0.01}
+                           for i, v in enumerate([0.2, 0.4, 0.3, 0.5])])
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = optuna.logging.get_logger("optuna")
+    logger.addHandler(handler)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        frame = axis_importance(Results("t", trials, scores, axes=["dpo.beta", "seed"]))
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        logger.removeHandler(handler)
+        optuna.logging.set_verbosity(before)
+    assert set(frame["evaluator"]) == EVALUATORS  # the scratch study was made and used
+    assert not [m for m in seen if "A new study created" in m], seen
