@@ -10,14 +10,17 @@ of A comes with its own value) and an axis nested in a level (set only there, e.
 under `method: sdpo`; those trials are averaged within the pair). A retried grid point counts once
 (its completed try). Points without a partner, or whose trial failed, are excluded and counted.
 
-Reported per effect: the mean paired difference L − R, its 95% percentile-bootstrap CI over pairs
-(2000 resamples, seeded per effect), the number of pairs and of excluded points, and the noise:
+Reported per effect: the mean paired difference L − R, its 95% CI over pairs (percentile bootstrap,
+2000 resamples seeded per effect, from 10 pairs; Student t below that, where a bootstrap over a
+handful of pairs is barely wider than their range), the number of pairs and of excluded points, and
+the noise:
 - bench_se: the benchmark's own standard error of one paired difference, sqrt(se_R² + se_L²)
   averaged over pairs (AlpacaEval SE, Arena-Hard CI/3.92, lm-eval stderr, toy binomial SE);
 - seed_sd: the spread across seeds, pooled (root mean variance) over cells that differ only by seed.
 Rule: an effect is **within noise** when its CI covers 0, or when |mean difference| is at most twice
-the noise of one comparison, max(bench_se, √2·seed_sd): a single rerun could produce it. Pairs that
-share a stage (the same SFT under two β) are treated as independent by the bootstrap.
+max(bench_se, √2·seed_sd/√pairs). The benchmark term does not shrink with pairs (every pair is scored
+on the same questions, so a question set that happens to favour one level favours it in every pair);
+the seed term does. Pairs that share a stage (the same SFT under two β) are treated as independent.
 """
 from __future__ import annotations
 
@@ -234,11 +237,18 @@ def rng_for(seed: int, *parts: Any) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32("|".join(map(str, parts)).encode())])
 
 
+MIN_BOOTSTRAP = 10  # fewer values: Student t (a percentile bootstrap over 2 values is just their range)
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]  # t quantile 0.975, df 1..9
+
+
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; NaN for fewer than two values."""
+    """95% CI of the mean: percentile bootstrap from MIN_BOOTSTRAP values, Student t below; NaN for fewer than two."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return math.nan, math.nan
+    if len(values) < MIN_BOOTSTRAP and level == 0.95:
+        half = T_975[len(values) - 2] * values.std(ddof=1) / math.sqrt(len(values))
+        return float(values.mean() - half), float(values.mean() + half)
     means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
     tail = (1 - level) / 2 * 100
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
@@ -255,8 +265,9 @@ def seed_spread(table: pd.DataFrame, axes: list[str]) -> float:
     return float(np.sqrt(np.mean(variances))) if variances else math.nan
 
 
-def noise_of(bench_se: float, seed_sd: float) -> float:
-    known = [x for x in (bench_se, math.sqrt(2) * seed_sd) if not math.isnan(x)]
+def noise_of(bench_se: float, seed_sd: float, n_pairs: int = 1) -> float:
+    """The noise of a mean over n_pairs paired differences (the module docstring's rule)."""
+    known = [x for x in (bench_se, math.sqrt(2) * seed_sd / math.sqrt(max(n_pairs, 1))) if not math.isnan(x)]
     return max(known) if known else math.nan
 
 
@@ -383,7 +394,7 @@ def effect_row(table: pd.DataFrame, axes: list[str], axis: str, ref: str, level:
     combined = np.sqrt(paired["ref_se"] ** 2 + paired["level_se"] ** 2).dropna()
     bench_se = float(combined.mean()) if len(combined) else math.nan
     seed_sd = seed_spread(sub, axes)
-    noise = noise_of(bench_se, seed_sd)
+    noise = noise_of(bench_se, seed_sd, len(diffs))
     flag = within_noise(mean, ci, noise) if len(diffs) else None
     return {"mean_diff": mean, "ci_low": ci[0], "ci_high": ci[1], "n_pairs": len(diffs), "excluded": excluded,
             "excluded_failed": failed, "ref_mean": float(paired["ref_value"].mean()) if len(diffs) else math.nan,

@@ -23,9 +23,9 @@ from harness.report.interactions import interaction
 from harness.report.tables import _md_escape, latex_escape
 
 FORMATS = ("md", "latex", "csv", "json")
-RULE = ("within noise: the 95% bootstrap CI over pairs covers 0, or |Δ| ≤ 2·max(bench SE, √2·seed SD), "
-        "the noise of one comparison (bench SE: the benchmarks' own standard errors of a paired difference; "
-        "seed SD: spread across seeds)")
+RULE = ("within noise: the 95% CI over pairs (bootstrap from 10 pairs, Student t below) covers 0, or "
+        "|Δ| ≤ 2·max(bench SE, √2·seed SD/√pairs) (bench SE: the benchmarks' own standard error of a paired "
+        "difference, which more pairs on the same questions do not shrink; seed SD: spread across seeds)")
 
 
 @dataclass
@@ -162,8 +162,8 @@ def _chance_note(report: EffectsReport) -> None:
     judged = frame[frame["verdict"].isin(["effect", "within noise"])]
     if len(judged):
         flagged = int((judged["verdict"] == "effect").sum())
-        report.notes.append(f"{flagged} of {len(judged)} comparisons are beyond noise; about {0.05 * len(judged):.1f} "
-                            f"would be by chance alone if no choice mattered (the rule is ~2 SE per comparison)")
+        report.notes.append(f"{flagged} of {len(judged)} comparisons are beyond noise; if no choice mattered, at most "
+                            f"about {0.05 * len(judged):.1f} would be (the bar is at least 2 SE of each mean difference)")
 
 
 # ---------------------------------------------------------------- rendering

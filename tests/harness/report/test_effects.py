@@ -66,6 +66,31 @@ def test_small_effect_with_tight_ci_is_still_within_benchmark_noise():
     assert effect["within_noise"] and effect["verdict"] == "within noise"
 
 
+def test_seed_noise_averages_over_pairs_but_benchmark_noise_does_not():
+    """Effect 0.04, seed SD 0.03, 8 seeds, precise evals (SE 0.005): one comparison's seed noise (√2·0.03) would
+    hide it, but the mean over 8 pairs has a quarter of that noise: an effect. The same effect measured on a
+    benchmark with SE 0.03 stays within noise however many seeds: every pair shares the question set."""
+    def score(p):
+        return 0.5 + 0.04 * (p[PACKING] == "isolated")
+
+    precise = row(main_effects(synthetic(score, {PACKING: ["none", "isolated"]}, noise=0.03, se=0.005)), PACKING)
+    assert precise["n_pairs"] == 8 and precise["ci_low"] > 0 and precise["verdict"] == "effect"
+    assert 2 * np.sqrt(2) * precise["seed_sd"] > abs(precise["mean_diff"])  # the one-comparison bar would hide it
+    coarse = row(main_effects(synthetic(score, {PACKING: ["none", "isolated"]}, noise=0.03, se=0.03)), PACKING)
+    assert coarse["verdict"] == "within noise"
+
+
+def test_few_pairs_get_a_student_t_interval_not_their_range():
+    """Two pairs: a percentile bootstrap gives the range of the two differences; the t interval (df 1) is honest."""
+    from harness.report.effects import bootstrap_ci
+
+    low, high = bootstrap_ci(np.array([-0.083, -0.017]), np.random.default_rng(0))
+    assert low < -0.3 and high > 0.2  # -0.05 ± 12.7 · 0.047 / √2
+    many = np.random.default_rng(1).normal(0.1, 0.05, size=40)
+    low, high = bootstrap_ci(many, np.random.default_rng(0))
+    assert low < many.mean() < high and high - low < 0.05
+
+
 def test_failed_trials_are_excluded_and_counted_with_their_partners():
     fail = [{MASK: "assistant", "seed": 1}, {MASK: "all", PACKING: "none", "seed": 2}]
     results = synthetic(planted, {MASK: ["all", "assistant"], PACKING: ["none", "isolated"]}, seeds=range(4), fail=fail)
@@ -125,7 +150,7 @@ def test_report_names_zipped_levels_once_and_how_many_flags_chance_gives():
     report = build_report(results, importance=False, n_boot=200)
     assert list(report.effects["axis"]) == [PACKING, MASK]
     assert "sft.batch_size=64: the same trials as sft.packing=none (zipped), reported there" in report.notes
-    assert any(n.startswith("1 of 2 comparisons are beyond noise; about 0.1 would be by chance") for n in report.notes)
+    assert any(n.startswith("1 of 2 comparisons are beyond noise; if no choice mattered, at most about 0.1") for n in report.notes)
 
 
 def test_axes_of_stages_a_trial_skips_do_not_block_its_pairing():
