@@ -1,5 +1,5 @@
 """Plot preset `effects`: a forest plot of main effects with 95% bootstrap CIs, one panel per benchmark
-(its headline metric). Effects within noise are grey; the grey band is ±2·noise of one comparison."""
+(its headline metric). Effects within noise are grey; the grey band is ±2·noise of the mean difference."""
 from __future__ import annotations
 
 import math
@@ -45,7 +45,7 @@ def effects_forest(con, study: str):
         _forest(ax, frame[(frame["benchmark"] == benchmark) & (frame["metric"] == metric)])
         ax.set_title(f"{benchmark}/{metric}", fontsize=9)
     _finish(fig, panels, data.provenance(con, study, list(results.trials["trial_id"]))
-            + " · bars: 95% bootstrap CI over paired trials · grey: within noise")
+            + " · bars: 95% CI over paired trials · grey: within noise")
     return fig
 
 
