@@ -1,6 +1,6 @@
 """`harness bench all [--json] [--quick]`: every benchmark, one report, `results/bench/REPORT.md`.
 
-Runs the packing, dpo and runner benchmarks, then measures what they do not: DuckDB ingest and query
+Runs the packing, dpo, search and runner benchmarks, then measures what they do not: DuckDB ingest and query
 time for a study with 1M metric rows (the real `harness ingest` / `harness query` code on a real
 Optuna journal), eval throughput in answers/s on the toy model, and on a GPU the MFU of SFT and DPO
 steps of a ~100M-parameter Llama with and without flash-attn and vllm's generation tokens/s (without
@@ -21,7 +21,7 @@ from typing import Callable
 from harness.bench import BENCHMARKS, bench
 
 REPORT = Path("results") / "bench" / "REPORT.md"
-SECTIONS = ("store", "eval", "gpu", "packing", "dpo", "runner")  # quick ones first; the demo grid last
+SECTIONS = ("store", "eval", "gpu", "packing", "dpo", "search", "runner")  # quick ones first; the demo grid last
 NO_GPU = "n/a (no GPU)"
 
 
@@ -58,6 +58,16 @@ def dpo_figures(r: dict) -> list[Figure]:
             Figure("dpo", "4-point β sweep, reference cache on vs off", f"{w:.1f}s vs {wo:.1f}s ({100 * saving:.0f}% saved"
                    + (f", {passes} reference pass)" if passes is not None else ")"), "cache faster; 1 reference pass",
                    check(w < wo and passes in (None, 1)))]
+
+
+def search_figures(r: dict) -> list[Figure]:
+    tpe, rnd = r["samplers"]["tpe"], r["samplers"]["random"]
+    runs = f"{r['n_trials']} trials × {len(r['seeds'])} seeds"
+    return [Figure("search", f"later trials beating their search's first, TPE vs random ({runs})",
+                   f"{tpe['later_better']}/{tpe['later_trials']} vs {rnd['later_better']}/{rnd['later_trials']}",
+                   "TPE more often", check(tpe["later_better"] > rnd["later_better"])),
+            Figure("search", "mean best held-out DPO reward margin, TPE vs random",
+                   f"{tpe['mean_best']:.2f} vs {rnd['mean_best']:.2f}")]
 
 
 def runner_figures(r: dict) -> list[Figure]:
@@ -214,12 +224,14 @@ def gpu_figures(r: dict) -> list[Figure]:
 RUNNERS: dict[str, Callable] = {
     "packing": lambda args: BENCHMARKS["packing"](args),
     "dpo": lambda args: BENCHMARKS["dpo"](args),
+    "search": lambda args: BENCHMARKS["search"](args),
     "runner": run_runner,
     "store": lambda args: run_store(getattr(args, "quick", False)),
     "eval": lambda args: run_eval(getattr(args, "quick", False)),
     "gpu": lambda args: run_gpu(getattr(args, "quick", False)),
 }
-FIGURES = {"packing": packing_figures, "dpo": dpo_figures, "runner": runner_figures, "store": store_figures,
+FIGURES = {"packing": packing_figures, "dpo": dpo_figures, "search": search_figures, "runner": runner_figures,
+           "store": store_figures,
            "eval": eval_figures, "gpu": gpu_figures}
 
 
