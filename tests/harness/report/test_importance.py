@@ -56,7 +56,7 @@ def test_importance_runs_on_a_real_search_study():
     """A 6-trial TPE search over DPO β and lr on the toy lab (real trainings; harness bench search's objective)."""
     from harness.bench.search import run_search, sft_start
 
-    study = run_search("tpe", seed=0, n_trials=6, start=sft_start())
+    study = run_search("tpe", seed=0, n_trials=6, start=sft_start(), startup=4)  # the TPE test's first 6: cached
     results = results_from_study(study)
     assert results.axes == ["dpo.beta", "dpo.lr"] and len(results.trials) == 6
     frame = axis_importance(results)

@@ -96,8 +96,8 @@ def _after_stage(fault: dict) -> None:
 
     original = Worker.run_stage
 
-    def run_stage(self, node):
-        seconds = original(self, node)
+    def run_stage(self, node, *args, **kwargs):
+        seconds = original(self, node, *args, **kwargs)
         if node.kind == fault["kind"] and not fault.get("fired"):
             fault["fired"] = True
             _act(fault["do"])
