@@ -232,7 +232,6 @@ class SearchWorker(Worker):
     def __init__(self, plan: Plan, layout, settings, rerun=frozenset(), echo=print):
         super().__init__(plan, layout, settings, rerun, objective=plan.grid.search.objective, echo=echo)
         self.pruning = PruningMetric.of(plan.grid)
-        self.tails: dict[str, CurveTail] = {}
         self.reported: dict[int, float] = {}  # this trial's intermediate values, by step
 
     def run_trial(self, trial: optuna.Trial) -> float:
@@ -243,25 +242,30 @@ class SearchWorker(Worker):
     def _watched(self, record: dict) -> bool:
         return self.pruning is not None and self.pruning.stage_kind == record["kind"]
 
+    def _tail(self, record: dict) -> CurveTail:
+        return CurveTail(Path(record["path"]) / "curves.jsonl", self.pruning.curve)
+
     def stage_watch(self, trial: optuna.Trial, record: dict):
         """While the watched stage trains: report its new curve values; True (stop it) once pruned."""
         if not self._watched(record):
             return None
-        tail = self.tails[record["stage_key"]] = CurveTail(Path(record["path"]) / "curves.jsonl", self.pruning.curve)
+        tail = self._tail(record)
         return lambda: self._report(trial, tail.new_values())
 
     def _report(self, trial: optuna.Trial, values: list[tuple[int, float]]) -> bool:
+        """Report the steps not reported yet (a resumed stage logs its steps again); True when, with
+        something new reported, the pruner says stop."""
+        before = len(self.reported)
         for step, value in values:
-            if step not in self.reported:  # a resumed stage logs its steps again
+            if step not in self.reported:
                 self.reported[step] = self.pruning.sign * value
                 trial.report(self.reported[step], step)
-        return bool(values) and trial.should_prune()
+        return len(self.reported) > before and trial.should_prune()
 
     def after_stage(self, trial: optuna.Trial, records: list[dict], index: int) -> None:
         record = records[index]
         if self._watched(record):  # values written after the last poll, or all of a stage reused from disk
-            tail = self.tails.pop(record["stage_key"], None) or CurveTail(Path(record["path"]) / "curves.jsonl", self.pruning.curve)
-            if self._report(trial, tail.new_values()):
+            if self._report(trial, self._tail(record).new_values()):
                 self._prune(trial, records, index, f"after {record['name']}")
             return
         if self.pruning is None or self.pruning.stage_kind or record["kind"] != "eval" or index == len(records) - 1:
@@ -272,7 +276,6 @@ class SearchWorker(Worker):
 
     def stopped(self, trial: optuna.Trial, records: list[dict], index: int, err: StageStopped) -> None:
         records[index]["status"] = "pruned"
-        self.tails.pop(records[index]["stage_key"], None)
         self._prune(trial, records, index, f"during {records[index]['name']}")
 
     def _prune(self, trial: optuna.Trial, records: list[dict], index: int, when: str) -> None:
