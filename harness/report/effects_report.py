@@ -16,9 +16,10 @@ import pandas as pd
 
 from harness.config.loader import ConfigError
 from harness.report import data
+from harness.report.costs import study_cost
 from harness.report.effects import (N_BOOT, SEED_AXIS, Results, effect_axes, is_continuous, labels,
                                     level_costs, main_effects, mask_unused_axes, metrics_of, reference_level,
-                                    same_trials, study_cost)
+                                    same_trials)
 from harness.report.interactions import interaction
 from harness.report.tables import _md_escape, latex_escape
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.report.effects import Results, level_costs, main_effects, mask_unused_axes, points, study_cost
+from harness.report.costs import study_cost
+from harness.report.effects import Results, level_costs, main_effects, mask_unused_axes, points
 
 MASK, PACKING = "sft.loss_mask", "sft.packing"
 
