@@ -4,9 +4,8 @@ Every trial is a real DPO stage (`harness train dpo`'s code, in this process) fr
 cached toy SFT model; the objective is the DPO reward margin on 64 pairs held out of training,
 `eval_rewards/margins` at the stage's last step. (Toy accuracy after so short a DPO stage moves by
 less than its own standard error, and training-batch margins are noisy, so a sampler comparison on
-either would compare noise.) Both samplers come from
-the grid file's `search:` machinery (harness/grid/search.py) with the same seeds, so their first
-(random) trials coincide. Reported per sampler: how many trials after the first beat the first
+either would compare noise.) Both samplers come from the grid file's `search:` machinery
+(harness/grid/search.py) with the same seeds, so their first (random) trials coincide. Reported per sampler: how many trials after the first beat the first
 trial's objective, on how many seeds the best beat the first, and the mean first and best values.
 Trial values are cached by their settings under $HARNESS_CACHE/search-bench-trial.
 """
